@@ -1,0 +1,589 @@
+/*
+ * ecw_core.c: the Lua binding, module "ecw.core".
+ *
+ * The only file that talks to Lua.  No lock is ever held while a Lua API
+ * function runs: the core does its work on plain C data, releases its locks
+ * and secrets, and only then pushes results.  Buffers that must survive a
+ * Lua error (out of memory while pushing) live in a scratch userdata whose
+ * __gc frees them.
+ */
+#define _GNU_SOURCE            /* dladdr */
+#include <ctype.h>
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "client.h"
+#include "http.h"
+#include "stats.h"
+#include "token_cache.h"
+
+#if LUA_VERSION_NUM < 503
+#error "ecw needs Lua 5.3 or 5.4"
+#endif
+#if LUA_VERSION_NUM < 504
+#define lua_newuserdatauv(L, sz, nuv) lua_newuserdata(L, sz)
+#endif
+
+#define CLIENT_MT  "ecw.core.client"
+#define SCRATCH_MT "ecw.core.scratch"
+#define ERROR_MT   "ecw.error"
+
+#define DEFAULT_TIMEOUT_MS 5000
+#define DEFAULT_CONNECT_TIMEOUT_MS 2000
+#define DEFAULT_MAX_BODY (8L * 1024 * 1024)
+
+ecw_stats ecw_counters;
+
+typedef struct lclient {
+  ecw_client *c;               /* NULL once closed */
+} lclient;
+
+typedef struct scratch {
+  ecw_http_resp resp;
+  ecw_token tok;
+  char *url;
+  char *scopes;
+} scratch;
+
+/* ---- process-wide setup --------------------------------------------------- */
+
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+static const char pin_anchor = 0;   /* any object inside this .so */
+
+/*
+ * Pin this .so for the life of the process.  lua_close dlcloses every C
+ * module its state loaded; mod_lua opens and closes a state per call, so
+ * without a pin the token cache, the handle pool and the counters would be
+ * unmapped between calls (and a curl or pthread object freed with them).
+ * Same approach as luaossl's dl_anchor.
+ */
+static void pin_self (void) {
+  Dl_info info;
+  if (dladdr(&pin_anchor, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+static int push_err (lua_State *L, const ecw_err *e) {
+  lua_pushnil(L);
+  lua_createtable(L, 0, 6);
+  lua_pushstring(L, e->code ? e->code : ECW_E_INTERNAL);
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, e->message[0] ? e->message : "unknown error");
+  lua_setfield(L, -2, "message");
+  if (e->status) {
+    lua_pushinteger(L, e->status);
+    lua_setfield(L, -2, "status");
+  }
+  lua_pushboolean(L, e->retryable);
+  lua_setfield(L, -2, "retryable");
+  if (e->oauth_error[0]) {
+    lua_pushstring(L, e->oauth_error);
+    lua_setfield(L, -2, "oauth_error");
+  }
+  if (e->oauth_description[0]) {
+    lua_pushstring(L, e->oauth_description);
+    lua_setfield(L, -2, "oauth_error_description");
+  }
+  luaL_setmetatable(L, ERROR_MT);
+  return 2;
+}
+
+static int err_tostring (lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_getfield(L, 1, "message");
+    if (lua_type(L, -1) == LUA_TSTRING) return 1;
+  }
+  lua_pushstring(L, "ecw error");
+  return 1;
+}
+
+static int err_concat (lua_State *L) {
+  /* err .. "x" and "x" .. err both read as the message. */
+  luaL_tolstring(L, 1, NULL);
+  luaL_tolstring(L, 2, NULL);
+  lua_concat(L, 2);
+  return 1;
+}
+
+/* ---- argument helpers ------------------------------------------------------ */
+
+static const char *opt_string (lua_State *L, int t, const char *k, int req) {
+  const char *s = NULL;
+  int ty = lua_getfield(L, t, k);
+  if (ty == LUA_TSTRING) s = lua_tostring(L, -1);
+  else if (ty != LUA_TNIL || req)
+    luaL_error(L, "option '%s' must be a string%s", k,
+               req ? " (required)" : "");
+  if (s && s[0] == '\0') luaL_error(L, "option '%s' must not be empty", k);
+  lua_pop(L, 1);   /* the string stays alive: the options table holds it */
+  return s;
+}
+
+static long opt_ms (lua_State *L, int t, const char *k, long def, long max) {
+  long v = def;
+  int ty = lua_getfield(L, t, k);
+  if (ty != LUA_TNIL) {
+    int isnum = 0;
+    lua_Integer i = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || i <= 0 || i > max)
+      luaL_error(L, "option '%s' must be an integer between 1 and %ld", k, max);
+    v = (long)i;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool (lua_State *L, int t, const char *k, int def) {
+  int v = def, ty = lua_getfield(L, t, k);
+  if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a boolean", k);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Scopes as a string or an array of strings; normalized, never empty. */
+static char *check_scopes (lua_State *L, int idx) {
+  char *norm;
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    luaL_Buffer b;
+    lua_Integer i, n = luaL_len(L, idx);
+    luaL_buffinit(L, &b);
+    for (i = 1; i <= n; i++) {
+      lua_geti(L, idx, i);
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "bad argument #%d (scopes[%d] must be a string)", idx,
+                   (int)i);
+      luaL_addchar(&b, ' ');
+      luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+  } else if (lua_type(L, idx) == LUA_TSTRING) {
+    lua_pushvalue(L, idx);
+  } else {
+    luaL_argerror(L, idx, "scopes must be a string or an array of strings");
+  }
+  norm = ecw_scopes_normalize(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  if (norm == NULL) luaL_argerror(L, idx, "scopes must not be empty");
+  return norm;
+}
+
+/* ---- scratch space -------------------------------------------------------- */
+
+static int scratch_gc (lua_State *L) {
+  scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
+  ecw_http_resp_free(&s->resp, 0);
+  ecw_token_release(&s->tok);
+  free(s->url);
+  free(s->scopes);
+  memset(s, 0, sizeof *s);
+  return 0;
+}
+
+static scratch *new_scratch (lua_State *L) {
+  scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, SCRATCH_MT);
+  return s;
+}
+
+/* ---- client ---------------------------------------------------------------- */
+
+static ecw_client *check_client (lua_State *L, int idx) {
+  lclient *lc = luaL_checkudata(L, idx, CLIENT_MT);
+  if (lc->c == NULL) luaL_argerror(L, idx, "client is closed");
+  return lc->c;
+}
+
+static int l_client (lua_State *L) {
+  ecw_client_cfg cfg;
+  ecw_err err;
+  lclient *lc;
+  ecw_client *c;
+
+  luaL_checktype(L, 1, LUA_TTABLE);
+  memset(&cfg, 0, sizeof cfg);
+  cfg.fhir_base = opt_string(L, 1, "fhir_base", 1);
+  cfg.client_id = opt_string(L, 1, "client_id", 1);
+  cfg.private_key = opt_string(L, 1, "private_key", 1);
+  cfg.kid = opt_string(L, 1, "kid", 1);
+  cfg.token_url = opt_string(L, 1, "token_url", 0);
+  cfg.alg = opt_string(L, 1, "alg", 0);
+  cfg.jku = opt_string(L, 1, "jku", 0);
+  cfg.ca_file = opt_string(L, 1, "ca_file", 0);
+  cfg.timeout_ms = opt_ms(L, 1, "timeout_ms", DEFAULT_TIMEOUT_MS, 600000);
+  cfg.connect_timeout_ms = opt_ms(L, 1, "connect_timeout_ms",
+                                  DEFAULT_CONNECT_TIMEOUT_MS, 600000);
+  cfg.max_body = opt_ms(L, 1, "max_body", DEFAULT_MAX_BODY, 1L << 30);
+  cfg.with_iat = opt_bool(L, 1, "iat", 0);
+  if (cfg.alg && strcmp(cfg.alg, "RS384") != 0 && strcmp(cfg.alg, "ES384") != 0)
+    luaL_error(L, "option 'alg' must be \"RS384\" or \"ES384\"");
+
+  /* Allocate the handle first so a Lua error cannot leak the reference. */
+  lc = lua_newuserdatauv(L, sizeof *lc, 0);
+  lc->c = NULL;
+  luaL_setmetatable(L, CLIENT_MT);
+  memset(&err, 0, sizeof err);
+  if ((c = ecw_client_acquire(&cfg, &err)) == NULL) return push_err(L, &err);
+  lc->c = c;
+  return 1;
+}
+
+static int client_close (lua_State *L) {
+  lclient *lc = luaL_checkudata(L, 1, CLIENT_MT);
+  /* Drops this state's reference only: the client, its key and the token
+   * cache are process-wide and outlive every state. */
+  if (lc->c) {
+    ecw_client_release(lc->c);
+    lc->c = NULL;
+  }
+  return 0;
+}
+
+static int client_tostring (lua_State *L) {
+  lclient *lc = luaL_checkudata(L, 1, CLIENT_MT);
+  if (lc->c) lua_pushfstring(L, "ecw.core.client (%s, %s)", lc->c->fhir_base,
+                             lc->c->alg);
+  else lua_pushliteral(L, "ecw.core.client (closed)");
+  return 1;
+}
+
+static int client_info (lua_State *L) {
+  ecw_client *c = check_client(L, 1);
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, c->fhir_base); lua_setfield(L, -2, "fhir_base");
+  lua_pushstring(L, c->client_id); lua_setfield(L, -2, "client_id");
+  lua_pushstring(L, c->kid); lua_setfield(L, -2, "kid");
+  lua_pushstring(L, c->alg); lua_setfield(L, -2, "alg");
+  if (c->token_url) {
+    lua_pushstring(L, c->token_url);
+    lua_setfield(L, -2, "token_url");
+  }
+  lua_pushinteger(L, c->timeout_ms); lua_setfield(L, -2, "timeout_ms");
+  lua_pushinteger(L, c->connect_timeout_ms);
+  lua_setfield(L, -2, "connect_timeout_ms");
+  lua_pushinteger(L, (lua_Integer)c->max_body); lua_setfield(L, -2, "max_body");
+  return 1;
+}
+
+/* Absolute deadline for one call: opts.deadline (from now_ms) and
+ * opts.timeout_ms, whichever ends first; the client's timeout by default. */
+static int64_t call_deadline (lua_State *L, int opts, ecw_client *c) {
+  int64_t now = ecw_now_ms();
+  int64_t dl = now + (opts ? opt_ms(L, opts, "timeout_ms", c->timeout_ms,
+                                    600000) : c->timeout_ms);
+  if (opts && lua_getfield(L, opts, "deadline") != LUA_TNIL) {
+    int isnum = 0;
+    lua_Integer d = lua_tointegerx(L, -1, &isnum);
+    if (!isnum) luaL_error(L, "option 'deadline' must be an integer (now_ms)");
+    if (d < dl) dl = d;
+  }
+  if (opts) lua_pop(L, 1);
+  return dl;
+}
+
+static int client_token (lua_State *L) {
+  ecw_client *c = check_client(L, 1);
+  int opts = lua_isnoneornil(L, 3) ? 0 : (luaL_checktype(L, 3, LUA_TTABLE), 3);
+  int64_t deadline = call_deadline(L, opts, c);
+  scratch *s = new_scratch(L);
+  ecw_err err;
+  memset(&err, 0, sizeof err);
+  s->scopes = check_scopes(L, 2);
+  if (!ecw_token_get(c, s->scopes, deadline, &s->tok, &err))
+    return push_err(L, &err);
+  /* Never the token itself: callers get what they need to reason about it. */
+  ecw_free_secret(s->tok.access_token);
+  s->tok.access_token = NULL;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, s->tok.granted_scope);
+  lua_setfield(L, -2, "scope");
+  lua_pushinteger(L, (s->tok.expires_ms - ecw_now_ms()) / 1000);
+  lua_setfield(L, -2, "expires_in");
+  lua_pushboolean(L, s->tok.fetched);
+  lua_setfield(L, -2, "fetched");
+  lua_pushboolean(L, s->tok.waited);
+  lua_setfield(L, -2, "waited");
+  return 1;
+}
+
+static int client_invalidate (lua_State *L) {
+  ecw_client *c = check_client(L, 1);
+  scratch *s = new_scratch(L);
+  s->scopes = check_scopes(L, 2);
+  lua_pushboolean(L, ecw_token_invalidate(c, s->scopes, 0));
+  return 1;
+}
+
+/* A relative target may not climb out of the base with dot segments. */
+static int has_dot_segment (const char *p) {
+  const char *seg = p;
+  for (;; p++) {
+    if (*p == '/' || *p == '?' || *p == '#' || *p == '\0') {
+      size_t n = (size_t)(p - seg);
+      if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+        return 1;
+      if (*p != '/') return 0;
+      seg = p + 1;
+    }
+  }
+}
+
+static int bad_url_chars (const char *p) {
+  for (; *p; p++)
+    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return 1;
+  return 0;
+}
+
+static char *target_url (ecw_client *c, const char *target, ecw_err *err) {
+  char *url;
+  if (bad_url_chars(target)) {
+    ecw_err_set(err, ECW_E_CONFIG, 0,
+                "request URL has characters that must be percent-encoded");
+    return NULL;
+  }
+  if (strstr(target, "://")) {
+    char *origin = ecw_url_origin(target);
+    int same = origin && strcmp(origin, c->base_origin) == 0;
+    free(origin);
+    if (!same) {
+      /* The bearer token only ever goes to the FHIR server's origin. */
+      ecw_err_set(err, ECW_E_ORIGIN, 0,
+                  "refusing to send the token to another origin");
+      return NULL;
+    }
+    return ecw_strdup(target);
+  }
+  while (*target == '/') target++;
+  if (has_dot_segment(target)) {
+    ecw_err_set(err, ECW_E_CONFIG, 0, "request path has dot segments");
+    return NULL;
+  }
+  if ((url = malloc(strlen(c->fhir_base) + strlen(target) + 2)) != NULL) {
+    strcpy(url, c->fhir_base);
+    strcat(url, "/");
+    strcat(url, target);
+  }
+  return url;
+}
+
+static void push_headers (lua_State *L, const ecw_buf *raw) {
+  const char *p = raw->data, *end = raw->data + raw->len;
+  lua_newtable(L);
+  if (p == NULL) return;
+  /* Skip the status line. */
+  while (p < end && *p != '\n') p++;
+  while (p < end) {
+    const char *line = ++p, *colon, *eol, *v;
+    luaL_Buffer name;
+    while (p < end && *p != '\n') p++;
+    eol = p;
+    if (eol > line && eol[-1] == '\r') eol--;
+    if (eol == line) continue;
+    colon = memchr(line, ':', (size_t)(eol - line));
+    if (colon == NULL) continue;
+    luaL_buffinit(L, &name);
+    for (v = line; v < colon; v++)
+      luaL_addchar(&name, (char)tolower((unsigned char)*v));
+    luaL_pushresult(&name);
+    for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
+    while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t')) eol--;
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated: join with ", " */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, v, (size_t)(eol - v));
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, v, (size_t)(eol - v));
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+static int client_get (lua_State *L) {
+  ecw_client *c = check_client(L, 1);
+  const char *target = luaL_checkstring(L, 2);
+  int opts = lua_isnoneornil(L, 4) ? 0 : (luaL_checktype(L, 4, LUA_TTABLE), 4);
+  int64_t deadline = call_deadline(L, opts, c);
+  const char *accept = opts ? opt_string(L, opts, "accept", 0) : NULL;
+  int retry_401 = opts ? opt_bool(L, opts, "retry_401", 1) : 1;
+  int attempt, retried = 0;
+  scratch *s = new_scratch(L);
+  ecw_http_req rq;
+  ecw_err err;
+
+  memset(&err, 0, sizeof err);
+  s->scopes = check_scopes(L, 3);
+  if ((s->url = target_url(c, target, &err)) == NULL) {
+    if (err.code == NULL) ecw_err_set(&err, ECW_E_INTERNAL, 0, "out of memory");
+    return push_err(L, &err);
+  }
+  for (attempt = 0; attempt < 2; attempt++) {
+    if (!ecw_token_get(c, s->scopes, deadline, &s->tok, &err))
+      return push_err(L, &err);
+    memset(&rq, 0, sizeof rq);
+    rq.method = "GET";
+    rq.url = s->url;
+    rq.bearer = s->tok.access_token;
+    rq.accept = accept ? accept : "application/fhir+json";
+    rq.ca_file = c->ca_file;
+    rq.deadline_ms = deadline;
+    rq.connect_timeout_ms = c->connect_timeout_ms;
+    rq.max_body = c->max_body;
+    if (!ecw_http_perform(&rq, &s->resp, &err)) {
+      if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
+      return push_err(L, &err);
+    }
+    if (s->resp.status != 401 || !retry_401 || attempt == 1) break;
+    /* The server no longer honours this token (revoked, or its clock runs
+     * ahead of ours): drop exactly that grant and retry once. */
+    ecw_token_invalidate(c, s->scopes, s->tok.serial);
+    ecw_token_release(&s->tok);
+    ecw_http_resp_free(&s->resp, 0);
+    ECW_COUNT(retries_401);
+    retried = 1;
+  }
+  ecw_token_release(&s->tok);   /* wipe our copy before anything can raise */
+
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, s->resp.status);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, s->resp.body.data ? s->resp.body.data : "",
+                  s->resp.body.len);
+  lua_setfield(L, -2, "body");
+  push_headers(L, &s->resp.headers);
+  lua_setfield(L, -2, "headers");
+  lua_pushstring(L, s->url);
+  lua_setfield(L, -2, "url");
+  lua_pushboolean(L, retried);
+  lua_setfield(L, -2, "retried");
+  return 1;
+}
+
+/* ---- module functions ------------------------------------------------------ */
+
+static int l_stats (lua_State *L) {
+  lua_createtable(L, 0, 14);
+#define F(name) \
+  lua_pushinteger(L, (lua_Integer)atomic_load(&ecw_counters.name)); \
+  lua_setfield(L, -2, #name)
+  F(token_requests); F(token_failures); F(token_cache_hits); F(token_waits);
+  F(token_invalidations); F(discovery_requests); F(http_requests);
+  F(connections_opened); F(cache_evictions); F(retries_401);
+#undef F
+  lua_pushinteger(L, ecw_token_count());
+  lua_setfield(L, -2, "cache_entries");
+  lua_pushinteger(L, ecw_http_pool_size());
+  lua_setfield(L, -2, "pool_size");
+  return 1;
+}
+
+static int l_flush (lua_State *L) {
+  (void)L;
+  ecw_token_flush();
+  return 0;
+}
+
+static int l_set_cache_limit (lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 100000, 1, "must be between 1 and 100000");
+  ecw_token_set_limit((int)n);
+  return 0;
+}
+
+static int l_set_pool_size (lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 1 && n <= 64, 1, "must be between 1 and 64");
+  ecw_http_set_pool_size((int)n);
+  return 0;
+}
+
+static int l_now_ms (lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)ecw_now_ms());
+  return 1;
+}
+
+static int l_normalize_scopes (lua_State *L) {
+  scratch *s = new_scratch(L);
+  s->scopes = check_scopes(L, 1);
+  lua_pushstring(L, s->scopes);
+  return 1;
+}
+
+static int l_margin_ms (lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)ecw_token_margin_ms(luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+static const luaL_Reg client_meth[] = {
+  {"get", client_get},
+  {"token", client_token},
+  {"invalidate", client_invalidate},
+  {"info", client_info},
+  {"close", client_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg client_metameth[] = {
+  {"__index", NULL},
+  {"__gc", client_close},
+  {"__close", client_close},
+  {"__tostring", client_tostring},
+  {NULL, NULL}
+};
+
+static const luaL_Reg funcs[] = {
+  {"client", l_client},
+  {"stats", l_stats},
+  {"flush", l_flush},
+  {"set_cache_limit", l_set_cache_limit},
+  {"set_pool_size", l_set_pool_size},
+  {"now_ms", l_now_ms},
+  {"normalize_scopes", l_normalize_scopes},
+  {"margin_ms", l_margin_ms},
+  {NULL, NULL}
+};
+
+static void create_metatables (lua_State *L) {
+  if (luaL_newmetatable(L, CLIENT_MT)) {
+    luaL_setfuncs(L, client_metameth, 0);
+    luaL_newlib(L, client_meth);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, SCRATCH_MT)) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, ERROR_MT)) {
+    lua_pushcfunction(L, err_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, err_concat);
+    lua_setfield(L, -2, "__concat");
+  }
+  lua_pop(L, 1);
+}
+
+int luaopen_ecw_core (lua_State *L);
+
+__attribute__((visibility("default")))
+int luaopen_ecw_core (lua_State *L) {
+  pthread_once(&pin_once, pin_self);
+  if (!ecw_http_init()) return luaL_error(L, "ecw.core: libcurl init failed");
+  create_metatables(L);
+  luaL_newlib(L, funcs);
+  lua_pushliteral(L, ECW_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  luaL_getmetatable(L, ERROR_MT);
+  lua_setfield(L, -2, "error_mt");
+  return 1;
+}

@@ -1,0 +1,260 @@
+/*
+ * http.c: libcurl transfers for the whole process.
+ *
+ * Why a handle pool and not CURL_LOCK_DATA_CONNECT: libcurl documents that
+ * sharing a connection cache between concurrent threads is not supported.
+ * An easy handle keeps its own live connections across curl_easy_reset, so a
+ * pool of idle handles gives every lua_State (one per phone call, on many
+ * threads) warm keep-alive connections while each handle is used by one
+ * thread at a time.  DNS and TLS sessions, which curl does support sharing
+ * across threads, live in a CURLSH with one mutex per data kind.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#include "http.h"
+#include "stats.h"
+
+#define POOL_MAX 64
+#define HEADER_LIMIT (64 * 1024)
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int init_ok;
+static CURLSH *share;
+static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static CURL *pool[POOL_MAX];
+static int pool_n;
+static int pool_size = 16;
+
+static void share_lock (CURL *h, curl_lock_data d, curl_lock_access a,
+                        void *u) {
+  (void)h; (void)a; (void)u;
+  pthread_mutex_lock(&share_locks[d]);
+}
+
+static void share_unlock (CURL *h, curl_lock_data d, void *u) {
+  (void)h; (void)u;
+  pthread_mutex_unlock(&share_locks[d]);
+}
+
+static void init_once_fn (void) {
+  int i;
+  /* Refcounted in libcurl; FreeSWITCH has usually called it already.  We
+   * never call curl_global_cleanup: other states and the host may still use
+   * curl, and the host cleans up at shutdown. */
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return;
+  for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+    pthread_mutex_init(&share_locks[i], NULL);
+  if ((share = curl_share_init()) == NULL) return;
+  curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
+  curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  init_ok = 1;
+}
+
+int ecw_http_init (void) {
+  pthread_once(&init_once, init_once_fn);
+  return init_ok;
+}
+
+void ecw_http_set_pool_size (int n) {
+  pthread_mutex_lock(&pool_lock);
+  pool_size = n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n;
+  while (pool_n > pool_size) curl_easy_cleanup(pool[--pool_n]);
+  pthread_mutex_unlock(&pool_lock);
+}
+
+int ecw_http_pool_size (void) {
+  int n;
+  pthread_mutex_lock(&pool_lock);
+  n = pool_size;
+  pthread_mutex_unlock(&pool_lock);
+  return n;
+}
+
+static CURL *pool_get (void) {
+  CURL *h = NULL;
+  pthread_mutex_lock(&pool_lock);
+  if (pool_n > 0) h = pool[--pool_n];
+  pthread_mutex_unlock(&pool_lock);
+  if (h == NULL) h = curl_easy_init();
+  else curl_easy_reset(h);   /* keeps the handle's live connections */
+  return h;
+}
+
+static void pool_put (CURL *h, int healthy) {
+  if (healthy) {
+    pthread_mutex_lock(&pool_lock);
+    if (pool_n < pool_size) {
+      pool[pool_n++] = h;
+      h = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+  }
+  if (h) curl_easy_cleanup(h);
+}
+
+static size_t on_body (char *p, size_t size, size_t n, void *ud) {
+  ecw_buf *b = ud;
+  size_t len = size * n;
+  /* Returning less than len aborts the transfer with CURLE_WRITE_ERROR. */
+  return ecw_buf_append(b, p, len) ? len : 0;
+}
+
+static size_t on_header (char *p, size_t size, size_t n, void *ud) {
+  ecw_buf *b = ud;
+  size_t len = size * n;
+  /* A new status line (after 1xx) starts a new header block. */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) b->len = 0;
+  return ecw_buf_append(b, p, len) ? len : 0;
+}
+
+static void slist_free_secret (struct curl_slist *l) {
+  struct curl_slist *i;
+  for (i = l; i; i = i->next) OPENSSL_cleanse(i->data, strlen(i->data));
+  curl_slist_free_all(l);
+}
+
+static int is_tls_error (CURLcode c) {
+  switch (c) {
+    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_USE_SSL_FAILED: case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_SHUTDOWN_FAILED:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+static void map_error (CURLcode c, const char *errbuf, ecw_http_resp *rs,
+                       ecw_err *err) {
+  const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(c);
+  if (c == CURLE_OPERATION_TIMEDOUT) {
+    ecw_err_set(err, ECW_E_TIMEOUT, 0, "timed out: %s", detail);
+    err->retryable = 1;
+  } else if (is_tls_error(c)) {
+    ecw_err_set(err, ECW_E_TLS, 0, "TLS failure: %s", detail);
+  } else if (c == CURLE_FILESIZE_EXCEEDED ||
+             (c == CURLE_WRITE_ERROR && (rs->body.overflow ||
+                                         rs->headers.overflow))) {
+    ecw_err_set(err, ECW_E_TOO_LARGE, 0, "response exceeds the size limit");
+  } else {
+    ecw_err_set(err, ECW_E_NETWORK, 0, "network failure: %s", detail);
+    err->retryable = 1;
+  }
+}
+
+int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
+                      ecw_err *err) {
+  char errbuf[CURL_ERROR_SIZE];
+  struct curl_slist *hdrs = NULL;
+  ecw_buf line = {0};
+  CURL *h;
+  CURLcode rc;
+  long nconn = 0;
+  int64_t left = rq->deadline_ms - ecw_now_ms();
+
+  memset(rs, 0, sizeof *rs);
+  rs->body.limit = rq->max_body;
+  rs->headers.limit = HEADER_LIMIT;
+  if (left <= 0) {
+    ecw_err_set(err, ECW_E_TIMEOUT, 0, "deadline passed before the request");
+    err->retryable = 1;
+    return 0;
+  }
+  if (!ecw_http_init() || (h = pool_get()) == NULL) {
+    ecw_err_set(err, ECW_E_INTERNAL, 0, "libcurl initialisation failed");
+    return 0;
+  }
+
+  errbuf[0] = '\0';
+  curl_easy_setopt(h, CURLOPT_SHARE, share);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_URL, rq->url);
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+  if (rq->ca_file) curl_easy_setopt(h, CURLOPT_CAINFO, rq->ca_file);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                   (long)(rq->connect_timeout_ms < left ?
+                          rq->connect_timeout_ms : left));
+  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)rq->max_body);
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "ecw/" ECW_VERSION);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &rs->body);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs->headers);
+
+  hdrs = curl_slist_append(hdrs, "Expect:");
+  if (rq->accept) {
+    ecw_buf_puts(&line, "Accept: ");
+    ecw_buf_puts(&line, rq->accept);
+    hdrs = curl_slist_append(hdrs, line.data);
+    line.len = 0;
+  }
+  if (rq->bearer) {
+    ecw_buf_puts(&line, "Authorization: Bearer ");
+    ecw_buf_puts(&line, rq->bearer);
+    hdrs = curl_slist_append(hdrs, line.data);
+  }
+  ecw_buf_free_secret(&line);
+  if (rq->body) {
+    ecw_buf ct = {0};
+    ecw_buf_puts(&ct, "Content-Type: ");
+    ecw_buf_puts(&ct, rq->content_type);
+    hdrs = curl_slist_append(hdrs, ct.data);
+    ecw_buf_free(&ct);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, rq->body);
+  } else {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+  }
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+
+  ECW_COUNT(http_requests);
+  rc = curl_easy_perform(h);
+  if (curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &nconn) == CURLE_OK &&
+      nconn > 0)
+    atomic_fetch_add(&ecw_counters.connections_opened, nconn);
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rs->status);
+
+  /* Drop our header list (it holds the token) before the handle goes back:
+   * curl_easy_reset forgets the pointer, but make that explicit. */
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+  curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+  slist_free_secret(hdrs);
+  pool_put(h, rc == CURLE_OK);
+
+  if (rc != CURLE_OK) {
+    map_error(rc, errbuf, rs, err);
+    ecw_http_resp_free(rs, rq->secret_body);
+    return 0;
+  }
+  return 1;
+}
+
+void ecw_http_resp_free (ecw_http_resp *rs, int secret) {
+  if (secret) ecw_buf_free_secret(&rs->body);
+  else ecw_buf_free(&rs->body);
+  ecw_buf_free(&rs->headers);
+}

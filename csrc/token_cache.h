@@ -1,0 +1,34 @@
+/* token_cache.h: the process-wide, scope-keyed access token cache. */
+#ifndef ECW_TOKEN_CACHE_H
+#define ECW_TOKEN_CACHE_H
+
+#include "client.h"
+
+typedef struct ecw_token {
+  char *access_token;      /* secret copy: ecw_token_release wipes it */
+  char *granted_scope;
+  uint64_t serial;         /* identifies this grant for invalidation */
+  int64_t expires_ms;      /* absolute, ecw_now_ms() clock */
+  int64_t refresh_ms;      /* start of the margin: never sent after this */
+  int fetched;             /* this caller made the token request */
+  int waited;              /* this caller waited on another's request */
+} ecw_token;
+
+/* A valid token for (client, scopes) by deadline: from the cache, by waiting
+ * on a request in flight, or by making the one request for this key. */
+ECW_LOCAL int ecw_token_get (ecw_client *c, const char *scopes,
+                             int64_t deadline, ecw_token *t, ecw_err *err);
+ECW_LOCAL void ecw_token_release (ecw_token *t);
+
+/* Drop the cached token for (client, scopes) if it is still grant serial
+ * (0: whatever is cached).  Returns 1 when a token was dropped. */
+ECW_LOCAL int ecw_token_invalidate (ecw_client *c, const char *scopes,
+                                    uint64_t serial);
+ECW_LOCAL void ecw_token_flush (void);
+ECW_LOCAL void ecw_token_set_limit (int n);
+ECW_LOCAL int ecw_token_count (void);
+
+/* The refresh margin for a lifetime: min(60 s, lifetime / 5). */
+ECW_LOCAL int64_t ecw_token_margin_ms (int64_t lifetime_ms);
+
+#endif

@@ -1,0 +1,110 @@
+/* url.c: origins, loopback detection and reference resolution, all through
+ * libcurl's URL parser so that what we check is what curl will connect to. */
+#define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "ecw.h"
+
+static CURLU *parse (const char *url) {
+  CURLU *u = curl_url();
+  if (u == NULL) return NULL;
+  if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+    curl_url_cleanup(u);
+    return NULL;
+  }
+  return u;
+}
+
+static char *part (CURLU *u, CURLUPart what, unsigned flags) {
+  char *v = NULL, *copy;
+  if (curl_url_get(u, what, &v, flags) != CURLUE_OK) return NULL;
+  copy = ecw_strdup(v);
+  curl_free(v);
+  return copy;
+}
+
+char *ecw_url_origin (const char *url) {
+  CURLU *u = parse(url);
+  char *scheme, *host, *port, *out = NULL;
+  if (u == NULL) return NULL;
+  scheme = part(u, CURLUPART_SCHEME, 0);
+  host = part(u, CURLUPART_HOST, 0);
+  port = part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  if (scheme && host && port) {
+    size_t n = strlen(scheme) + strlen(host) + strlen(port) + 5, i;
+    if ((out = malloc(n)) != NULL) {
+      snprintf(out, n, "%s://%s:%s", scheme, host, port);
+      for (i = 0; out[i]; i++) out[i] = (char)tolower((unsigned char)out[i]);
+    }
+  }
+  free(scheme); free(host); free(port);
+  curl_url_cleanup(u);
+  return out;
+}
+
+static int host_is_loopback (const char *h) {
+  if (strcmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0) return 1;
+  if (strncmp(h, "127.", 4) == 0) {
+    /* 127.0.0.0/8, dotted quad only: "127.evil.com" is a name, not loopback */
+    const char *p = h + 4;
+    int dots = 0;
+    for (; *p; p++) {
+      if (*p == '.') dots++;
+      else if (!isdigit((unsigned char)*p)) return 0;
+    }
+    return dots == 2;
+  }
+  return 0;
+}
+
+int ecw_url_is_loopback (const char *url) {
+  CURLU *u = parse(url);
+  char *host;
+  int r = 0;
+  if (u == NULL) return 0;
+  if ((host = part(u, CURLUPART_HOST, 0)) != NULL) {
+    r = host_is_loopback(host);
+    free(host);
+  }
+  curl_url_cleanup(u);
+  return r;
+}
+
+char *ecw_url_resolve (const char *base, const char *ref) {
+  CURLU *u = parse(base);
+  char *out = NULL;
+  if (u == NULL) return NULL;
+  /* curl resolves a relative reference against the URL already set. */
+  if (curl_url_set(u, CURLUPART_URL, ref, 0) == CURLUE_OK)
+    out = part(u, CURLUPART_URL, 0);
+  curl_url_cleanup(u);
+  return out;
+}
+
+int ecw_url_check_transport (const char *url, const char *what, ecw_err *err) {
+  CURLU *u = parse(url);
+  char *scheme = NULL, *host = NULL;
+  int ok = 0;
+  if (u == NULL) {
+    ecw_err_set(err, ECW_E_CONFIG, 0, "%s is not a valid URL", what);
+    return 0;
+  }
+  scheme = part(u, CURLUPART_SCHEME, 0);
+  host = part(u, CURLUPART_HOST, 0);
+  if (scheme && host) {
+    if (strcmp(scheme, "https") == 0) ok = 1;
+    else if (strcmp(scheme, "http") == 0 && host_is_loopback(host)) ok = 1;
+  }
+  if (!ok)
+    ecw_err_set(err, ECW_E_CONFIG, 0,
+                "%s must use https (plain http is allowed only to loopback)",
+                what);
+  free(scheme); free(host);
+  curl_url_cleanup(u);
+  return ok;
+}
