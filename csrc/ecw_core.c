@@ -19,6 +19,8 @@
 
 #include "client.h"
 #include "http.h"
+#include "jwk.h"
+#include "jwt.h"
 #include "stats.h"
 #include "token_cache.h"
 
@@ -523,6 +525,71 @@ static int l_margin_ms (lua_State *L) {
   return 1;
 }
 
+static void push_jwk (lua_State *L, const ecw_jwk *j) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, j->kty); lua_setfield(L, -2, "kty");
+  lua_pushstring(L, j->alg); lua_setfield(L, -2, "alg");
+  lua_pushliteral(L, "sig"); lua_setfield(L, -2, "use");
+  lua_pushstring(L, j->kid); lua_setfield(L, -2, "kid");
+  if (j->n) {
+    lua_pushstring(L, j->n); lua_setfield(L, -2, "n");
+    lua_pushstring(L, j->e); lua_setfield(L, -2, "e");
+  } else {
+    lua_pushstring(L, j->crv); lua_setfield(L, -2, "crv");
+    lua_pushstring(L, j->x); lua_setfield(L, -2, "x");
+    lua_pushstring(L, j->y); lua_setfield(L, -2, "y");
+  }
+}
+
+/* keygen{alg=, path=, bits=, overwrite=} -> public jwk | nil, err */
+static int l_keygen (lua_State *L) {
+  const char *alg, *path;
+  int bits, overwrite;
+  ecw_jwk j;
+  ecw_err err;
+  EVP_PKEY *k;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  alg = opt_string(L, 1, "alg", 0);
+  path = opt_string(L, 1, "path", 1);
+  bits = (int)opt_ms(L, 1, "bits", 2048, 16384);
+  overwrite = opt_bool(L, 1, "overwrite", 0);
+  if (alg == NULL) alg = "RS384";
+  if (strcmp(alg, "RS384") != 0 && strcmp(alg, "ES384") != 0)
+    luaL_error(L, "option 'alg' must be \"RS384\" or \"ES384\"");
+  if (bits < 2048) luaL_error(L, "option 'bits' must be at least 2048");
+  memset(&err, 0, sizeof err);
+  if ((k = ecw_keygen(alg, bits, path, overwrite, &err)) == NULL)
+    return push_err(L, &err);
+  if (!ecw_jwk_of(k, alg, &j, &err)) {
+    EVP_PKEY_free(k);
+    return push_err(L, &err);
+  }
+  EVP_PKEY_free(k);
+  push_jwk(L, &j);    /* may raise on OOM: j's strings would leak, once */
+  ecw_jwk_free(&j);
+  return 1;
+}
+
+/* jwk(path [, alg]) -> the public JWK of an existing private key file */
+static int l_jwk (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *alg = luaL_optstring(L, 2, NULL), *kalg;
+  ecw_jwk j;
+  ecw_err err;
+  EVP_PKEY *k;
+  memset(&err, 0, sizeof err);
+  if ((k = ecw_key_load(path, alg, &kalg, &err)) == NULL)
+    return push_err(L, &err);
+  if (!ecw_jwk_of(k, kalg, &j, &err)) {
+    EVP_PKEY_free(k);
+    return push_err(L, &err);
+  }
+  EVP_PKEY_free(k);
+  push_jwk(L, &j);
+  ecw_jwk_free(&j);
+  return 1;
+}
+
 static const luaL_Reg client_meth[] = {
   {"get", client_get},
   {"token", client_token},
@@ -549,6 +616,8 @@ static const luaL_Reg funcs[] = {
   {"now_ms", l_now_ms},
   {"normalize_scopes", l_normalize_scopes},
   {"margin_ms", l_margin_ms},
+  {"keygen", l_keygen},
+  {"jwk", l_jwk},
   {NULL, NULL}
 };
 
