@@ -42,7 +42,7 @@ host: $(HOST)
 $(HOST): spec/host/host.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(CFLAGS) $(WARN) -I$(LUA_INC) $(if $(SAN),-fsanitize=$(SAN)) \
-	  -o $@ $< -llua$(LUA_VERSION) -lpthread -ldl -Wl,-E
+	  -o $@ $< -llua$(LUA_VERSION) -lcurl -lpthread -ldl -Wl,-E
 
 test: all host
 	bash .ci/run --no-install
