@@ -45,6 +45,9 @@ ECW_LOCAL void ecw_err_set (ecw_err *e, const char *code, long status,
                             const char *fmt, ...)
   __attribute__((format(printf, 4, 5)));
 
+/* Prefix err->message with where it happened ("token endpoint: ..."). */
+ECW_LOCAL void ecw_err_prefix (ecw_err *e, const char *where);
+
 /* ---- time -------------------------------------------------------------- */
 
 ECW_LOCAL int64_t ecw_now_ms (void);      /* CLOCK_MONOTONIC */

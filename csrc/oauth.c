@@ -128,6 +128,7 @@ int ecw_token_url (ecw_client *c, int64_t deadline, char **out,
   rq.max_body = DISCOVERY_BODY_LIMIT;
   ECW_COUNT(discovery_requests);
   if (!ecw_http_perform(&rq, &rs, err)) {
+    ecw_err_prefix(err, "SMART discovery");
     ecw_buf_free(&url);
     return 0;
   }
@@ -358,6 +359,7 @@ int ecw_oauth_request (ecw_client *c, const char *token_url,
   ecw_buf_free_secret(&form);
   if (!ok) {
     if (ecw_streq(err->code, ECW_E_TOO_LARGE)) err->code = ECW_E_BAD_RESPONSE;
+    ecw_err_prefix(err, "token endpoint");
     ECW_COUNT(token_failures);
     return 0;
   }

@@ -24,6 +24,19 @@ void ecw_err_set (ecw_err *e, const char *code, long status,
   va_end(ap);
 }
 
+void ecw_err_prefix (ecw_err *e, const char *where) {
+  char tmp[sizeof e->message];
+  size_t n = strlen(where);
+  if (n + 2 >= sizeof tmp) return;
+  memcpy(tmp, where, n);
+  tmp[n] = ':';
+  tmp[n + 1] = ' ';
+  /* Truncation is fine: the message is for people, the code is for code. */
+  memcpy(tmp + n + 2, e->message, sizeof tmp - n - 2);
+  tmp[sizeof tmp - 1] = '\0';
+  memcpy(e->message, tmp, sizeof tmp);
+}
+
 int64_t ecw_now_ms (void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
