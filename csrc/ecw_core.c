@@ -135,7 +135,7 @@ static long opt_ms (lua_State *L, int t, const char *k, long def, long max) {
     int isnum = 0;
     lua_Integer i = lua_tointegerx(L, -1, &isnum);
     if (!isnum || i <= 0 || i > max)
-      luaL_error(L, "option '%s' must be an integer between 1 and %ld", k, max);
+      luaL_error(L, "option '%s' must be an integer between 1 and %d", k, (int)max);
     v = (long)i;
   }
   lua_pop(L, 1);

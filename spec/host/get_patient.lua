@@ -4,7 +4,9 @@
 local core = require "ecw.core"
 
 local function env (name)
-  return assert(os.getenv(name), name .. " is not set")
+  local v = os.getenv(name)
+  if not v then error(name .. " is not set") end
+  return v
 end
 
 local h = assert(core.client{
