@@ -18,6 +18,8 @@
  *   -m  module-directory pattern (prepended to LUA_CPATH)
  *   -s  script-directory pattern (prepended to LUA_PATH)
  *   -v  a channel variable for session:getVariable
+ *   -w  warm-up: record RSS once this many calls have finished, and again
+ *       at the end (rss_warm_kb, rss_end_kb in the summary)
  *
  * The script sees globals `argv`, `call_index` (1-based) and `thread_index`;
  * it fails the call by raising an error or returning false.  The host prints
@@ -41,7 +43,8 @@
 #define MAX_VARS 32
 
 static const char *script;
-static int n_threads = 1, n_calls = 1, detached, use_barrier;
+static int n_threads = 1, n_calls = 1, detached, use_barrier, warm_calls;
+static atomic_long rss_warm_kb;
 static const char *var_name[MAX_VARS], *var_value[MAX_VARS];
 static int n_vars;
 
@@ -125,6 +128,15 @@ static void open_freeswitch (lua_State *L) {
   lua_setglobal(L, "session");
 }
 
+static long rss_kb (void) {
+  long pages = 0, resident = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL) return -1;
+  if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+  fclose(f);
+  return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static int traceback (lua_State *L) {
   luaL_traceback(L, L, lua_tostring(L, 1), 1);
   return 1;
@@ -163,7 +175,8 @@ static void one_call (int call, int thread, int first) {
   }
   lua_gc(L, LUA_GCCOLLECT, 0);
   lua_close(L);
-  atomic_fetch_add(&finished_calls, 1);
+  if (atomic_fetch_add(&finished_calls, 1) + 1 == warm_calls)
+    atomic_store(&rss_warm_kb, rss_kb());
 }
 
 static void *session_thread (void *arg) {
@@ -191,12 +204,13 @@ static void prepend_env (const char *name, const char *value) {
 
 int main (int argc, char **argv) {
   int opt, i;
-  while ((opt = getopt(argc, argv, "t:n:dbm:s:v:")) != -1) {
+  while ((opt = getopt(argc, argv, "t:n:dbm:s:v:w:")) != -1) {
     switch (opt) {
       case 't': n_threads = atoi(optarg); break;
       case 'n': n_calls = atoi(optarg); break;
       case 'd': detached = 1; break;
       case 'b': use_barrier = 1; break;
+      case 'w': warm_calls = atoi(optarg); break;
       case 'm': prepend_env("LUA_CPATH", optarg); break;
       case 's': prepend_env("LUA_PATH", optarg); break;
       case 'v': {
@@ -244,11 +258,15 @@ int main (int argc, char **argv) {
 
   /* As FreeSWITCH does at shutdown, after every state is closed. */
   curl_global_cleanup();
-  printf("calls=%d ok=%d failed=%d\n", n_calls, atomic_load(&ok_calls),
+  printf("calls=%d ok=%d failed=%d", n_calls, atomic_load(&ok_calls),
          atomic_load(&failed_calls));
+  if (warm_calls > 0)
+    printf(" rss_warm_kb=%ld rss_end_kb=%ld", atomic_load(&rss_warm_kb), rss_kb());
+  printf("\n");
   return atomic_load(&failed_calls) ? 1 : 0;
 usage:
   fprintf(stderr, "usage: ecw-host [-t THREADS] [-n CALLS] [-d] [-b] "
-                  "[-m CPATH] [-s LPATH] [-v NAME=VALUE]... script.lua\n");
+                  "[-m CPATH] [-s LPATH] [-v NAME=VALUE]... [-w WARM] "
+                  "script.lua\n");
   return 2;
 }
