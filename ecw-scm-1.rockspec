@@ -28,9 +28,9 @@ build = {
   modules = {
     ["ecw.core"] = {
       sources = {
-        "csrc/client.c", "csrc/ecw_core.c", "csrc/http.c", "csrc/json.c",
+        "csrc/async.c", "csrc/client.c", "csrc/ecw_core.c", "csrc/http.c", "csrc/json.c",
         "csrc/jwk.c", "csrc/jwt.c", "csrc/oauth.c", "csrc/token_cache.c",
-        "csrc/url.c", "csrc/util.c",
+        "csrc/url.c", "csrc/util.c", "csrc/worker.c",
       },
       incdirs   = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(JSONC_INCDIR)" },
       libdirs   = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(JSONC_LIBDIR)" },

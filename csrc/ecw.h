@@ -31,6 +31,8 @@
 #define ECW_E_TOO_LARGE      "too_large"
 #define ECW_E_ORIGIN         "origin"
 #define ECW_E_INTERNAL       "internal"
+#define ECW_E_BUSY           "busy"
+#define ECW_E_CANCELLED      "cancelled"
 
 typedef struct ecw_err {
   const char *code;          /* one of ECW_E_*, static */

@@ -17,6 +17,7 @@
 #include "lua.h"
 #include "lauxlib.h"
 
+#include "async.h"
 #include "client.h"
 #include "http.h"
 #include "jwk.h"
@@ -34,6 +35,7 @@
 #define CLIENT_MT  "ecw.core.client"
 #define SCRATCH_MT "ecw.core.scratch"
 #define ERROR_MT   "ecw.error"
+#define JOB_MT     "ecw.core.job"
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_CONNECT_TIMEOUT_MS 2000
@@ -478,6 +480,7 @@ static int l_stats (lua_State *L) {
   lua_pushinteger(L, (lua_Integer)atomic_load(&ecw_counters.name)); \
   lua_setfield(L, -2, #name)
   F(token_requests); F(token_failures); F(token_cache_hits); F(token_waits);
+  F(token_blocking_fetches); F(token_refreshes_ahead);
   F(token_invalidations); F(discovery_requests); F(http_requests);
   F(connections_opened); F(cache_evictions); F(retries_401);
 #undef F
@@ -485,6 +488,16 @@ static int l_stats (lua_State *L) {
   lua_setfield(L, -2, "cache_entries");
   lua_pushinteger(L, ecw_http_pool_size());
   lua_setfield(L, -2, "pool_size");
+  {
+    int th, q, r;
+    ecw_worker_counts(&th, &q, &r);
+    lua_pushinteger(L, th);
+    lua_setfield(L, -2, "worker_threads");
+    lua_pushinteger(L, q);
+    lua_setfield(L, -2, "jobs_queued");
+    lua_pushinteger(L, r);
+    lua_setfield(L, -2, "jobs_running");
+  }
   return 1;
 }
 
@@ -590,6 +603,127 @@ static int l_jwk (lua_State *L) {
   return 1;
 }
 
+/* ---- jobs on worker threads ------------------------------------------------ */
+
+typedef struct ljob {
+  ecw_lua_job *j;            /* NULL once released */
+} ljob;
+
+static const char *package_path (lua_State *L, const char *field) {
+  const char *s;
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, field);
+  s = lua_tostring(L, -1);
+  lua_pop(L, 2);              /* package.path stays referenced by package */
+  return s ? s : "";
+}
+
+/* spawn{module=, func=, payload=} -> job | nil, err
+ * The worker requires module with this state's package.path/cpath and calls
+ * module[func](payload), which must return a string. */
+static int l_spawn (lua_State *L) {
+  const char *module, *func, *payload;
+  size_t len = 0;
+  ljob *lj;
+  ecw_lua_job *j;
+  ecw_err err;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  module = opt_string(L, 1, "module", 1);
+  func = opt_string(L, 1, "func", 1);
+  lua_getfield(L, 1, "payload");
+  payload = luaL_optlstring(L, -1, "", &len);
+  lua_pop(L, 1);
+  lj = lua_newuserdatauv(L, sizeof *lj, 0);
+  lj->j = NULL;
+  luaL_setmetatable(L, JOB_MT);
+  j = ecw_lua_job_new(module, func, payload, len, package_path(L, "path"),
+                      package_path(L, "cpath"));
+  if (j == NULL) return luaL_error(L, "out of memory");
+  j->job.refs = 2;            /* this handle and the worker */
+  if (!ecw_worker_submit(&j->job)) {
+    j->job.refs = 1;
+    ecw_job_unref(&j->job);
+    memset(&err, 0, sizeof err);
+    ecw_err_set(&err, ECW_E_BUSY, 0,
+                "too many lookups in flight: the worker queue is full");
+    err.retryable = 1;
+    return push_err(L, &err);
+  }
+  lj->j = j;
+  return 1;
+}
+
+static ljob *check_job (lua_State *L) {
+  return luaL_checkudata(L, 1, JOB_MT);
+}
+
+/* job:wait([ms]) -> true, result, failed | false (still running) */
+static int job_wait (lua_State *L) {
+  ljob *lj = check_job(L);
+  lua_Integer ms = luaL_optinteger(L, 2, -1);
+  int64_t deadline = ms < 0 ? INT64_MAX : ecw_now_ms() + ms;
+  if (lj->j == NULL) luaL_argerror(L, 1, "request was released");
+  if (!ecw_job_wait(&lj->j->job, deadline)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  /* Done: the worker no longer touches result. */
+  lua_pushboolean(L, 1);
+  lua_pushlstring(L, lj->j->result ? lj->j->result : "", lj->j->result_len);
+  lua_pushboolean(L, lj->j->failed);
+  return 3;
+}
+
+static int job_cancel (lua_State *L) {
+  ljob *lj = check_job(L);
+  if (lj->j) atomic_store(&lj->j->job.cancelled, 1);
+  return 0;
+}
+
+static int job_status (lua_State *L) {
+  ljob *lj = check_job(L);
+  if (lj->j == NULL) lua_pushliteral(L, "released");
+  else if (ecw_job_is_done(&lj->j->job))
+    lua_pushstring(L, atomic_load(&lj->j->job.cancelled) ? "cancelled" : "done");
+  else lua_pushliteral(L, "running");
+  return 1;
+}
+
+/* __gc and __close: an abandoned request is cancelled, and freed by
+ * whichever of this state and the worker lets go last. */
+static int job_release (lua_State *L) {
+  ljob *lj = check_job(L);
+  if (lj->j) {
+    if (!ecw_job_is_done(&lj->j->job)) atomic_store(&lj->j->job.cancelled, 1);
+    ecw_job_unref(&lj->j->job);
+    lj->j = NULL;
+  }
+  return 0;
+}
+
+static int l_set_workers (lua_State *L) {
+  lua_Integer t = luaL_checkinteger(L, 1), q = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, t >= 1 && t <= 32, 1, "must be between 1 and 32");
+  luaL_argcheck(L, q >= 0 && q <= 100000, 2, "must be between 0 and 100000");
+  ecw_worker_configure((int)t, (int)q);
+  return 0;
+}
+
+static const luaL_Reg job_meth[] = {
+  {"wait", job_wait},
+  {"cancel", job_cancel},
+  {"status", job_status},
+  {"release", job_release},
+  {NULL, NULL}
+};
+
+static const luaL_Reg job_metameth[] = {
+  {"__index", NULL},
+  {"__gc", job_release},
+  {"__close", job_release},
+  {NULL, NULL}
+};
+
 static const luaL_Reg client_meth[] = {
   {"get", client_get},
   {"token", client_token},
@@ -617,6 +751,8 @@ static const luaL_Reg funcs[] = {
   {"normalize_scopes", l_normalize_scopes},
   {"margin_ms", l_margin_ms},
   {"keygen", l_keygen},
+  {"spawn", l_spawn},
+  {"set_workers", l_set_workers},
   {"jwk", l_jwk},
   {NULL, NULL}
 };
@@ -625,6 +761,12 @@ static void create_metatables (lua_State *L) {
   if (luaL_newmetatable(L, CLIENT_MT)) {
     luaL_setfuncs(L, client_metameth, 0);
     luaL_newlib(L, client_meth);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, JOB_MT)) {
+    luaL_setfuncs(L, job_metameth, 0);
+    luaL_newlib(L, job_meth);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);

@@ -20,6 +20,7 @@
 
 #include "http.h"
 #include "stats.h"
+#include "worker.h"
 
 #define POOL_MAX 64
 #define HEADER_LIMIT (64 * 1024)
@@ -118,6 +119,14 @@ static size_t on_header (char *p, size_t size, size_t n, void *ud) {
   return ecw_buf_append(b, p, len) ? len : 0;
 }
 
+/* A worker-thread transfer stops early when its job was cancelled. */
+static int on_progress (void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                        curl_off_t un) {
+  ecw_job *j = ud;
+  (void)dt; (void)dn; (void)ut; (void)un;
+  return atomic_load(&j->cancelled) ? 1 : 0;
+}
+
 static void slist_free_secret (struct curl_slist *l) {
   struct curl_slist *i;
   for (i = l; i; i = i->next) OPENSSL_cleanse(i->data, strlen(i->data));
@@ -142,7 +151,9 @@ static int is_tls_error (CURLcode c) {
 static void map_error (CURLcode c, const char *errbuf, ecw_http_resp *rs,
                        ecw_err *err) {
   const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(c);
-  if (c == CURLE_OPERATION_TIMEDOUT) {
+  if (c == CURLE_ABORTED_BY_CALLBACK) {
+    ecw_err_set(err, ECW_E_CANCELLED, 0, "request cancelled");
+  } else if (c == CURLE_OPERATION_TIMEDOUT) {
     ecw_err_set(err, ECW_E_TIMEOUT, 0, "timed out: %s", detail);
     err->retryable = 1;
   } else if (is_tls_error(c)) {
@@ -203,6 +214,11 @@ int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &rs->body);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs->headers);
+  if (ecw_worker_current()) {
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, ecw_worker_current());
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+  }
 
   hdrs = curl_slist_append(hdrs, "Expect:");
   if (rq->accept) {

@@ -9,6 +9,8 @@ typedef struct ecw_stats {
   atomic_llong token_failures;      /* token POSTs that produced no token */
   atomic_llong token_cache_hits;
   atomic_llong token_waits;         /* callers that waited on another's fetch */
+  atomic_llong token_blocking_fetches; /* fetches a caller made and waited on */
+  atomic_llong token_refreshes_ahead;  /* background refreshes that succeeded */
   atomic_llong token_invalidations;
   atomic_llong discovery_requests;
   atomic_llong http_requests;       /* every request, token calls included */

@@ -7,6 +7,12 @@
  * lock.  Others wait on the entry's condition variable, each until its own
  * deadline; the leader's result, token or error, wakes them all.
  *
+ * Refresh ahead: a token has a soft point (two margins before expiry) and a
+ * hard one (one margin before).  The first caller past the soft point hands
+ * the refresh to a module worker thread and carries on with the still-valid
+ * token, so under steady traffic no caller ever waits on the token endpoint.
+ * Only when no valid token exists does anyone wait.
+ *
  * Entries are bounded: past the limit the least recently used idle entry is
  * dropped, so scripts that build scope strings on the fly cannot grow memory
  * without end.
@@ -21,6 +27,9 @@
 #include "oauth.h"
 #include "stats.h"
 #include "token_cache.h"
+#include "worker.h"
+
+#define REFRESH_RETRY_MS 1000   /* after a failed background refresh */
 
 typedef struct entry {
   char *key;
@@ -29,6 +38,8 @@ typedef struct entry {
   char *granted;
   uint64_t serial;
   int64_t expires_ms, refresh_ms, last_used_ms;
+  int64_t soft_ms;           /* refresh ahead from here on */
+  int64_t retry_ms;          /* no background refresh before this */
   int fetching;              /* a leader is requesting a token */
   int users;                 /* leader + waiters: pins the entry */
   uint64_t generation;       /* bumped when a request completes */
@@ -70,7 +81,7 @@ static void clear_token (entry *e) {
   ecw_free_secret(e->token);
   free(e->granted);
   e->token = e->granted = NULL;
-  e->expires_ms = e->refresh_ms = 0;
+  e->expires_ms = e->refresh_ms = e->soft_ms = 0;
 }
 
 static void entry_free (entry *e) {
@@ -165,6 +176,87 @@ static int fetch (ecw_client *c, const char *scopes, int64_t deadline,
   return ok;
 }
 
+/* Store a request's outcome in e and wake everyone waiting on it. */
+static void finish_fetch_locked (entry *e, int got, ecw_grant *g,
+                                 int64_t sent, const ecw_err *ferr) {
+  e->fetching = 0;
+  e->generation++;
+  e->last_failed = !got;
+  if (got) {
+    int64_t life = (int64_t)g->expires_in * 1000;
+    int64_t margin = ecw_token_margin_ms(life);
+    clear_token(e);
+    e->token = g->access_token;
+    e->granted = g->scope;
+    g->access_token = g->scope = NULL;
+    /* Count the lifetime from when we sent the request: the server's clock
+     * started no earlier. */
+    e->expires_ms = sent + life;
+    e->refresh_ms = e->expires_ms - margin;
+    e->soft_ms = e->refresh_ms - margin;
+    e->retry_ms = 0;
+    e->serial = next_serial++;
+  } else {
+    e->last_err = *ferr;
+  }
+  pthread_cond_broadcast(&e->cv);
+}
+
+/* ---- refresh ahead, on a worker thread ----------------------------------- */
+
+typedef struct refresh_job {
+  ecw_job job;
+  ecw_client *client;
+  entry *e;                  /* pinned by users++ until the job is done */
+} refresh_job;
+
+static void refresh_run (ecw_job *j) {
+  refresh_job *r = (refresh_job *)j;
+  ecw_grant g;
+  ecw_err ferr;
+  int64_t sent = 0;
+  int got;
+  memset(&ferr, 0, sizeof ferr);
+  got = fetch(r->client, r->e->scopes, ecw_now_ms() + r->client->timeout_ms,
+              &g, &sent, &ferr);
+  pthread_mutex_lock(&lock);
+  finish_fetch_locked(r->e, got, &g, sent, &ferr);
+  if (!got) r->e->retry_ms = ecw_now_ms() + REFRESH_RETRY_MS;
+  r->e->users--;
+  pthread_mutex_unlock(&lock);
+  if (got) ECW_COUNT(token_refreshes_ahead);
+}
+
+static void refresh_drop (ecw_job *j) {
+  refresh_job *r = (refresh_job *)j;
+  ecw_client_release(r->client);
+  free(r);
+}
+
+/* Called with the lock held: start a background refresh of e if none is
+ * running.  The caller keeps using the current token either way. */
+static void refresh_ahead_locked (ecw_client *c, entry *e) {
+  refresh_job *r = calloc(1, sizeof *r);
+  if (r == NULL) return;
+  r->job.run = refresh_run;
+  r->job.drop = refresh_drop;
+  r->job.refs = 1;
+  r->job.urgent = 1;
+  r->client = c;
+  r->e = e;
+  e->fetching = 1;
+  e->users++;
+  ecw_client_retain(c);
+  if (!ecw_worker_submit(&r->job)) {
+    /* Queue full: a later caller tries again. */
+    e->fetching = 0;
+    e->users--;
+    e->retry_ms = ecw_now_ms() + REFRESH_RETRY_MS;
+    ecw_client_release(c);
+    free(r);
+  }
+}
+
 int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
                    ecw_token *t, ecw_err *err) {
   char *key = make_key(c, scopes);
@@ -197,6 +289,8 @@ int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
     int64_t now = ecw_now_ms();
     e->last_used_ms = now;
     if (e->token && now < e->refresh_ms) {
+      if (now >= e->soft_ms && !e->fetching && now >= e->retry_ms)
+        refresh_ahead_locked(c, e);
       ok = copy_out(e, t);
       if (!ok) ecw_err_set(err, ECW_E_INTERNAL, 0, "out of memory");
       else if (!t->fetched && !t->waited) ECW_COUNT(token_cache_hits);
@@ -233,34 +327,20 @@ int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
     {
       ecw_grant g;
       ecw_err ferr;
-      int64_t sent = 0, life;
+      int64_t sent = 0;
       int got;
       e->fetching = 1;
       t->fetched = 1;
+      ECW_COUNT(token_blocking_fetches);
       pthread_mutex_unlock(&lock);
       memset(&ferr, 0, sizeof ferr);
       got = fetch(c, e->scopes, deadline, &g, &sent, &ferr);
       pthread_mutex_lock(&lock);
-      e->fetching = 0;
-      e->generation++;
-      e->last_failed = !got;
-      if (got) {
-        clear_token(e);
-        e->token = g.access_token;
-        e->granted = g.scope;
-        g.access_token = g.scope = NULL;
-        /* Count the lifetime from when we sent the request: the server's
-         * clock started no earlier. */
-        life = (int64_t)g.expires_in * 1000;
-        e->expires_ms = sent + life;
-        e->refresh_ms = e->expires_ms - ecw_token_margin_ms(life);
-        e->serial = next_serial++;
-      } else {
-        e->last_err = ferr;
+      finish_fetch_locked(e, got, &g, sent, &ferr);
+      if (!got) {
         *err = ferr;
+        break;
       }
-      pthread_cond_broadcast(&e->cv);
-      if (!got) break;
     }
   }
   e->users--;
