@@ -472,6 +472,37 @@ static int client_get (lua_State *L) {
   return 1;
 }
 
+/* client:connect([opts]) -> status | nil, err
+ * Opens (or re-uses) a connection to the FHIR server without a token, by
+ * fetching the public SMART discovery document: warm-up and health checks. */
+static int client_connect (lua_State *L) {
+  ecw_client *c = check_client(L, 1);
+  int opts = lua_isnoneornil(L, 2) ? 0 : (luaL_checktype(L, 2, LUA_TTABLE), 2);
+  int64_t deadline = call_deadline(L, opts, c);
+  scratch *s = new_scratch(L);
+  ecw_http_req rq;
+  ecw_err err;
+  memset(&err, 0, sizeof err);
+  s->url = malloc(strlen(c->fhir_base) + sizeof "/.well-known/smart-configuration");
+  if (s->url == NULL) return luaL_error(L, "out of memory");
+  strcpy(s->url, c->fhir_base);
+  strcat(s->url, "/.well-known/smart-configuration");
+  memset(&rq, 0, sizeof rq);
+  rq.method = "GET";
+  rq.url = s->url;
+  rq.accept = "application/json";
+  rq.ca_file = c->ca_file;
+  rq.deadline_ms = deadline;
+  rq.connect_timeout_ms = c->connect_timeout_ms;
+  rq.max_body = 1024 * 1024;
+  if (!ecw_http_perform(&rq, &s->resp, &err)) {
+    if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
+    return push_err(L, &err);
+  }
+  lua_pushinteger(L, s->resp.status);
+  return 1;
+}
+
 /* ---- module functions ------------------------------------------------------ */
 
 static int l_stats (lua_State *L) {
@@ -728,6 +759,7 @@ static const luaL_Reg client_meth[] = {
   {"get", client_get},
   {"token", client_token},
   {"invalidate", client_invalidate},
+  {"connect", client_connect},
   {"info", client_info},
   {"close", client_close},
   {NULL, NULL}
