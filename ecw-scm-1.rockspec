@@ -19,7 +19,9 @@ dependencies = {
   "lua >= 5.3, < 5.5",
 }
 external_dependencies = {
-  CURL    = { header = "curl/curl.h",    library = "curl" },
+  -- Debian keeps curl.h in the multiarch include directory, where the
+  -- compiler finds it but luarocks' header probe does not: probe the library.
+  CURL    = { library = "curl" },
   OPENSSL = { header = "openssl/evp.h",  library = "crypto" },
   JSONC   = { header = "json-c/json.h",  library = "json-c" },
 }
@@ -37,6 +39,17 @@ build = {
       libraries = { "curl", "crypto", "json-c", "pthread", "dl" },
     },
     ecw = "lua/ecw.lua",
+    ["ecw.async"]   = "lua/ecw/async.lua",
+    ["ecw.client"]  = "lua/ecw/client.lua",
+    ["ecw.errors"]  = "lua/ecw/errors.lua",
+    ["ecw.fhir"]    = "lua/ecw/fhir.lua",
+    ["ecw.log"]     = "lua/ecw/log.lua",
+    ["ecw.patient"] = "lua/ecw/patient.lua",
+    ["ecw.phone"]   = "lua/ecw/phone.lua",
+    ["ecw.query"]   = "lua/ecw/query.lua",
+    ["ecw.records"] = "lua/ecw/records.lua",
+    ["ecw.say"]     = "lua/ecw/say.lua",
+    ["ecw.scopes"]  = "lua/ecw/scopes.lua",
   },
   install = {
     bin = { ["ecw-keygen"] = "bin/ecw-keygen" },
