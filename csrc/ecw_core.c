@@ -442,6 +442,7 @@ static int client_get (lua_State *L) {
     rq.deadline_ms = deadline;
     rq.connect_timeout_ms = c->connect_timeout_ms;
     rq.max_body = c->max_body;
+    rq.cancellable = 1;
     if (!ecw_http_perform(&rq, &s->resp, &err)) {
       if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
       return push_err(L, &err);

@@ -214,7 +214,7 @@ int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &rs->body);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs->headers);
-  if (ecw_worker_current()) {
+  if (rq->cancellable && ecw_worker_current()) {
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, ecw_worker_current());
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);

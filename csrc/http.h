@@ -17,6 +17,9 @@ typedef struct ecw_http_req {
   long connect_timeout_ms;
   size_t max_body;             /* decoded body cap, bytes */
   int secret_body;             /* wipe body buffers when freed */
+  int cancellable;             /* on a worker: stop when its job is cancelled.
+                                * Never for shared work (discovery, tokens)
+                                * that other callers are waiting on. */
 } ecw_http_req;
 
 typedef struct ecw_http_resp {
