@@ -92,4 +92,10 @@ ECW_LOCAL char *ecw_url_resolve (const char *base, const char *ref);
 ECW_LOCAL int ecw_url_check_transport (const char *url, const char *what,
                                        ecw_err *err);
 
+/* The URL for a request target: a path relative to base (no dot segments,
+ * no raw bytes that need encoding), or an absolute URL on base_origin only,
+ * so the token never leaves the FHIR server.  NULL with err set otherwise. */
+ECW_LOCAL char *ecw_url_target (const char *base, const char *base_origin,
+                                const char *target, ecw_err *err);
+
 #endif

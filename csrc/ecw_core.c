@@ -326,90 +326,30 @@ static int client_invalidate (lua_State *L) {
   return 1;
 }
 
-/* A relative target may not climb out of the base with dot segments. */
-static int has_dot_segment (const char *p) {
-  const char *seg = p;
-  for (;; p++) {
-    if (*p == '/' || *p == '?' || *p == '#' || *p == '\0') {
-      size_t n = (size_t)(p - seg);
-      if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
-        return 1;
-      if (*p != '/') return 0;
-      seg = p + 1;
-    }
+static void push_header (void *ud, const char *name, size_t nlen,
+                         const char *value, size_t vlen) {
+  lua_State *L = ud;
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < nlen; i++)
+    luaL_addchar(&b, (char)tolower((unsigned char)name[i]));
+  luaL_pushresult(&b);
+  lua_pushvalue(L, -1);
+  if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated: join with ", " */
+    lua_pushliteral(L, ", ");
+    lua_pushlstring(L, value, vlen);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+    lua_pushlstring(L, value, vlen);
   }
-}
-
-static int bad_url_chars (const char *p) {
-  for (; *p; p++)
-    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return 1;
-  return 0;
-}
-
-static char *target_url (ecw_client *c, const char *target, ecw_err *err) {
-  char *url;
-  if (bad_url_chars(target)) {
-    ecw_err_set(err, ECW_E_CONFIG, 0,
-                "request URL has characters that must be percent-encoded");
-    return NULL;
-  }
-  if (strstr(target, "://")) {
-    char *origin = ecw_url_origin(target);
-    int same = origin && strcmp(origin, c->base_origin) == 0;
-    free(origin);
-    if (!same) {
-      /* The bearer token only ever goes to the FHIR server's origin. */
-      ecw_err_set(err, ECW_E_ORIGIN, 0,
-                  "refusing to send the token to another origin");
-      return NULL;
-    }
-    return ecw_strdup(target);
-  }
-  while (*target == '/') target++;
-  if (has_dot_segment(target)) {
-    ecw_err_set(err, ECW_E_CONFIG, 0, "request path has dot segments");
-    return NULL;
-  }
-  if ((url = malloc(strlen(c->fhir_base) + strlen(target) + 2)) != NULL) {
-    strcpy(url, c->fhir_base);
-    strcat(url, "/");
-    strcat(url, target);
-  }
-  return url;
+  lua_rawset(L, -3);
 }
 
 static void push_headers (lua_State *L, const ecw_buf *raw) {
-  const char *p = raw->data, *end = raw->data + raw->len;
   lua_newtable(L);
-  if (p == NULL) return;
-  /* Skip the status line. */
-  while (p < end && *p != '\n') p++;
-  while (p < end) {
-    const char *line = ++p, *colon, *eol, *v;
-    luaL_Buffer name;
-    while (p < end && *p != '\n') p++;
-    eol = p;
-    if (eol > line && eol[-1] == '\r') eol--;
-    if (eol == line) continue;
-    colon = memchr(line, ':', (size_t)(eol - line));
-    if (colon == NULL) continue;
-    luaL_buffinit(L, &name);
-    for (v = line; v < colon; v++)
-      luaL_addchar(&name, (char)tolower((unsigned char)*v));
-    luaL_pushresult(&name);
-    for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
-    while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t')) eol--;
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {   /* repeated: join with ", " */
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, v, (size_t)(eol - v));
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, v, (size_t)(eol - v));
-    }
-    lua_rawset(L, -3);
-  }
+  ecw_headers_each(raw->data, raw->len, push_header, L);
 }
 
 static int client_get (lua_State *L) {
@@ -426,7 +366,7 @@ static int client_get (lua_State *L) {
 
   memset(&err, 0, sizeof err);
   s->scopes = check_scopes(L, 3);
-  if ((s->url = target_url(c, target, &err)) == NULL) {
+  if ((s->url = ecw_url_target(c->fhir_base, c->base_origin, target, &err)) == NULL) {
     if (err.code == NULL) ecw_err_set(&err, ECW_E_INTERNAL, 0, "out of memory");
     return push_err(L, &err);
   }

@@ -274,3 +274,23 @@ void ecw_http_resp_free (ecw_http_resp *rs, int secret) {
   else ecw_buf_free(&rs->body);
   ecw_buf_free(&rs->headers);
 }
+
+void ecw_headers_each (const char *raw, size_t len, ecw_header_fn fn,
+                       void *ud) {
+  const char *p = raw, *end = raw + len;
+  if (raw == NULL) return;
+  /* Skip the status line. */
+  while (p < end && *p != '\n') p++;
+  while (p < end) {
+    const char *line = ++p, *colon, *eol, *v;
+    while (p < end && *p != '\n') p++;
+    eol = p;
+    if (eol > line && eol[-1] == '\r') eol--;
+    if (eol <= line) continue;
+    colon = memchr(line, ':', (size_t)(eol - line));
+    if (colon == NULL || colon == line) continue;
+    for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
+    while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t')) eol--;
+    fn(ud, line, (size_t)(colon - line), v, (size_t)(eol - v));
+  }
+}

@@ -33,6 +33,14 @@ ECW_LOCAL int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
                                 ecw_err *err);
 ECW_LOCAL void ecw_http_resp_free (ecw_http_resp *rs, int secret);
 
+/* Walk a raw response header block: one call per "Name: value" line, the
+ * status line and malformed lines skipped, value trimmed.  Pure, so it can
+ * be fuzzed. */
+typedef void (*ecw_header_fn) (void *ud, const char *name, size_t nlen,
+                               const char *value, size_t vlen);
+ECW_LOCAL void ecw_headers_each (const char *raw, size_t len, ecw_header_fn fn,
+                                 void *ud);
+
 /* Pool management and counters. */
 ECW_LOCAL void ecw_http_set_pool_size (int n);
 ECW_LOCAL int ecw_http_pool_size (void);

@@ -101,14 +101,55 @@ static void disc_store (const char *base, const char *token_url) {
   }
 }
 
+int ecw_discovery_parse (const char *base, const char *body, size_t len,
+                         char **out, ecw_err *err) {
+  json_object *doc = ecw_json_object(body, len);
+  const char *te;
+  char *dir, *resolved;
+  *out = NULL;
+  if (doc == NULL) {
+    ecw_err_set(err, ECW_E_BAD_RESPONSE, 200,
+                "SMART discovery document is not a JSON object");
+    return 0;
+  }
+  /* Only token_endpoint is reliable across vendors (eCW omits the signing
+   * algorithms); everything else is a hint we do not need. */
+  te = ecw_json_string(doc, "token_endpoint");
+  if (te == NULL || te[0] == '\0') {
+    json_object_put(doc);
+    ecw_err_set(err, ECW_E_BAD_RESPONSE, 200,
+                "SMART discovery document has no token_endpoint");
+    return 0;
+  }
+  /* Relative endpoints resolve against the base as a directory. */
+  if ((dir = malloc(strlen(base) + 2)) != NULL) {
+    strcpy(dir, base);
+    strcat(dir, "/");
+  }
+  resolved = dir ? ecw_url_resolve(dir, te) : NULL;
+  free(dir);
+  json_object_put(doc);
+  if (resolved == NULL) {
+    ecw_err_set(err, ECW_E_BAD_RESPONSE, 200,
+                "SMART discovery token_endpoint is not a valid URL");
+    return 0;
+  }
+  if (!ecw_url_check_transport(resolved, "discovered token_endpoint", err)) {
+    err->code = ECW_E_BAD_RESPONSE;
+    free(resolved);
+    return 0;
+  }
+  *out = resolved;
+  return 1;
+}
+
 int ecw_token_url (ecw_client *c, int64_t deadline, char **out,
                    ecw_err *err) {
   ecw_http_req rq;
   ecw_http_resp rs;
   ecw_buf url = {0};
-  json_object *doc;
-  const char *te;
-  char *dir = NULL, *resolved;
+  char *resolved = NULL;
+  int ok;
 
   if (c->token_url) {
     *out = ecw_strdup(c->token_url);
@@ -140,40 +181,10 @@ int ecw_token_url (ecw_client *c, int64_t deadline, char **out,
     ecw_http_resp_free(&rs, 0);
     return 0;
   }
-  doc = ecw_json_object(rs.body.data, rs.body.len);
+  ok = ecw_discovery_parse(c->fhir_base, rs.body.data, rs.body.len,
+                           &resolved, err);
   ecw_http_resp_free(&rs, 0);
-  if (doc == NULL) {
-    ecw_err_set(err, ECW_E_BAD_RESPONSE, 200,
-                "SMART discovery document is not a JSON object");
-    return 0;
-  }
-  /* Only token_endpoint is reliable across vendors (eCW omits the signing
-   * algorithms); everything else is a hint we do not need. */
-  te = ecw_json_string(doc, "token_endpoint");
-  if (te == NULL || te[0] == '\0') {
-    json_object_put(doc);
-    ecw_err_set(err, ECW_E_BAD_RESPONSE, 200,
-                "SMART discovery document has no token_endpoint");
-    return 0;
-  }
-  /* Relative endpoints resolve against the base as a directory. */
-  if ((dir = malloc(strlen(c->fhir_base) + 2)) != NULL) {
-    strcpy(dir, c->fhir_base);
-    strcat(dir, "/");
-  }
-  resolved = dir ? ecw_url_resolve(dir, te) : NULL;
-  free(dir);
-  json_object_put(doc);
-  if (resolved == NULL) {
-    ecw_err_set(err, ECW_E_BAD_RESPONSE, 200,
-                "SMART discovery token_endpoint is not a valid URL");
-    return 0;
-  }
-  if (!ecw_url_check_transport(resolved, "discovered token_endpoint", err)) {
-    err->code = ECW_E_BAD_RESPONSE;
-    free(resolved);
-    return 0;
-  }
+  if (!ok) return 0;
   disc_store(c->fhir_base, resolved);
   *out = resolved;
   return 1;

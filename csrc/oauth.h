@@ -21,6 +21,10 @@ ECW_LOCAL int ecw_oauth_request (ecw_client *c, const char *token_url,
                                  ecw_grant *g, ecw_err *err);
 ECW_LOCAL void ecw_grant_free (ecw_grant *g);
 
+/* Parse a SMART discovery document; *out is the resolved token URL. */
+ECW_LOCAL int ecw_discovery_parse (const char *base, const char *body,
+                                   size_t len, char **out, ecw_err *err);
+
 /* Parse a token endpoint response (exposed for fuzzing). */
 ECW_LOCAL int ecw_oauth_parse (long status, const char *body, size_t len,
                                const char *requested, ecw_grant *g,

@@ -108,3 +108,67 @@ int ecw_url_check_transport (const char *url, const char *what, ecw_err *err) {
   curl_url_cleanup(u);
   return ok;
 }
+
+/* "." or "..", where a dot may also be spelled %2e: servers decode it. */
+static int is_dot_segment (const char *s, size_t n) {
+  size_t dots = 0, i = 0;
+  while (i < n) {
+    if (s[i] == '.') i++;
+    else if (n - i >= 3 && s[i] == '%' && s[i + 1] == '2' &&
+             (s[i + 2] == 'e' || s[i + 2] == 'E')) i += 3;
+    else return 0;
+    dots++;
+  }
+  return dots == 1 || dots == 2;
+}
+
+/* A relative target may not climb out of the base with dot segments. */
+static int has_dot_segment (const char *p) {
+  const char *seg = p;
+  for (;; p++) {
+    if (*p == '/' || *p == '?' || *p == '#' || *p == '\0') {
+      if (is_dot_segment(seg, (size_t)(p - seg))) return 1;
+      if (*p != '/') return 0;
+      seg = p + 1;
+    }
+  }
+}
+
+static int bad_url_chars (const char *p) {
+  for (; *p; p++)
+    if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return 1;
+  return 0;
+}
+
+char *ecw_url_target (const char *base, const char *base_origin,
+                      const char *target, ecw_err *err) {
+  char *url;
+  if (bad_url_chars(target)) {
+    ecw_err_set(err, ECW_E_CONFIG, 0,
+                "request URL has characters that must be percent-encoded");
+    return NULL;
+  }
+  if (strstr(target, "://")) {
+    char *origin = ecw_url_origin(target);
+    int same = origin && strcmp(origin, base_origin) == 0;
+    free(origin);
+    if (!same) {
+      /* The bearer token only ever goes to the FHIR server's origin. */
+      ecw_err_set(err, ECW_E_ORIGIN, 0,
+                  "refusing to send the token to another origin");
+      return NULL;
+    }
+    return ecw_strdup(target);
+  }
+  while (*target == '/') target++;
+  if (has_dot_segment(target)) {
+    ecw_err_set(err, ECW_E_CONFIG, 0, "request path has dot segments");
+    return NULL;
+  }
+  if ((url = malloc(strlen(base) + strlen(target) + 2)) != NULL) {
+    strcpy(url, base);
+    strcat(url, "/");
+    strcat(url, target);
+  }
+  return url;
+}

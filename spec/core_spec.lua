@@ -363,6 +363,7 @@ describe("TLS and transport", function ()
   it("refuses paths that climb out of the base or carry raw bytes", function ()
     local h = assert(client())
     for _, p in ipairs{ "Patient/../../x", "../metadata", "Patient/a b",
+                        "Patient/%2e%2e/%2E%2e/x", "Patient/.%2e/y", "./Patient",
                         "Patient/x\r\nX-Evil: 1" } do
       local res, err = h:get(p, READ)
       assert.is_nil(res, p)
