@@ -30,7 +30,7 @@ build = {
   modules = {
     ["ecw.core"] = {
       sources = {
-        "csrc/async.c", "csrc/client.c", "csrc/ecw_core.c", "csrc/http.c", "csrc/json.c",
+        "csrc/async.c", "csrc/client.c", "csrc/ecw_core.c", "csrc/guard.c", "csrc/http.c", "csrc/json.c",
         "csrc/jwk.c", "csrc/jwt.c", "csrc/oauth.c", "csrc/token_cache.c",
         "csrc/url.c", "csrc/util.c", "csrc/worker.c",
       },

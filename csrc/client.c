@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "client.h"
+#include "guard.h"
 #include "jwt.h"
 
 #define REGISTRY_MAX 64
@@ -35,7 +36,7 @@ static void client_free (ecw_client *c) {
 
 static char *identity_of (const ecw_client_cfg *cfg) {
   ecw_buf b = {0};
-  char nums[96];
+  char nums[160];
   const char *fields[8];
   int i;
   fields[0] = cfg->fhir_base; fields[1] = cfg->client_id;
@@ -50,8 +51,10 @@ static char *identity_of (const ecw_client_cfg *cfg) {
       return NULL;
     }
   }
-  snprintf(nums, sizeof nums, "%ld\x1f%ld\x1f%ld\x1f%d", cfg->timeout_ms,
-           cfg->connect_timeout_ms, cfg->max_body, cfg->with_iat);
+  snprintf(nums, sizeof nums, "%ld\x1f%ld\x1f%ld\x1f%d\x1f%d\x1f%d\x1f%d",
+           cfg->timeout_ms, cfg->connect_timeout_ms, cfg->max_body,
+           cfg->with_iat, cfg->rate_limit, cfg->breaker_threshold,
+           cfg->breaker_cooldown_ms);
   if (!ecw_buf_puts(&b, nums)) {
     ecw_buf_free(&b);
     return NULL;
@@ -98,6 +101,13 @@ static ecw_client *client_new (const ecw_client_cfg *cfg, char *identity,
   c->connect_timeout_ms = cfg->connect_timeout_ms;
   c->max_body = (size_t)cfg->max_body;
   c->with_iat = cfg->with_iat;
+  {
+    ecw_guard_cfg g;
+    g.rate_limit = cfg->rate_limit;
+    g.breaker_threshold = cfg->breaker_threshold;
+    g.breaker_cooldown_ms = cfg->breaker_cooldown_ms;
+    c->guard = ecw_guard_for(c->fhir_base, &g);
+  }
   c->key_dev = st->st_dev;
   c->key_ino = st->st_ino;
   c->key_size = st->st_size;

@@ -21,6 +21,9 @@ typedef struct ecw_client_cfg {
   long connect_timeout_ms;
   long max_body;
   int with_iat;
+  int rate_limit;              /* per practice per minute; 0: none */
+  int breaker_threshold;       /* 0: no breaker */
+  int breaker_cooldown_ms;
 } ecw_client_cfg;
 
 typedef struct ecw_client {
@@ -35,6 +38,7 @@ typedef struct ecw_client {
   long timeout_ms, connect_timeout_ms;
   size_t max_body;
   int with_iat;
+  struct ecw_guard *guard;     /* the practice's budget and breaker */
   /* key file identity: a rotated key on disk is loaded anew */
   dev_t key_dev;
   ino_t key_ino;

@@ -32,6 +32,8 @@
 #define ECW_E_ORIGIN         "origin"
 #define ECW_E_INTERNAL       "internal"
 #define ECW_E_BUSY           "busy"
+#define ECW_E_RATE_LIMITED   "rate_limited"
+#define ECW_E_UNAVAILABLE    "unavailable"
 #define ECW_E_CANCELLED      "cancelled"
 
 typedef struct ecw_err {

@@ -13,12 +13,14 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lua.h"
 #include "lauxlib.h"
 
 #include "async.h"
 #include "client.h"
+#include "guard.h"
 #include "http.h"
 #include "jwk.h"
 #include "jwt.h"
@@ -144,6 +146,21 @@ static long opt_ms (lua_State *L, int t, const char *k, long def, long max) {
   return v;
 }
 
+/* Like opt_ms, but 0 is allowed (it turns the feature off). */
+static long opt_int (lua_State *L, int t, const char *k, long def, long max) {
+  long v = def;
+  int ty = lua_getfield(L, t, k);
+  if (ty != LUA_TNIL) {
+    int isnum = 0;
+    lua_Integer i = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || i < 0 || i > max)
+      luaL_error(L, "option '%s' must be an integer between 0 and %d", k, (int)max);
+    v = (long)i;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
 static int opt_bool (lua_State *L, int t, const char *k, int def) {
   int v = def, ty = lua_getfield(L, t, k);
   if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
@@ -227,6 +244,10 @@ static int l_client (lua_State *L) {
                                   DEFAULT_CONNECT_TIMEOUT_MS, 600000);
   cfg.max_body = opt_ms(L, 1, "max_body", DEFAULT_MAX_BODY, 1L << 30);
   cfg.with_iat = opt_bool(L, 1, "iat", 0);
+  cfg.rate_limit = (int)opt_int(L, 1, "rate_limit", 0, 100000);
+  cfg.breaker_threshold = (int)opt_int(L, 1, "breaker_threshold", 5, 1000);
+  cfg.breaker_cooldown_ms = (int)opt_ms(L, 1, "breaker_cooldown_ms", 10000,
+                                        3600000);
   if (cfg.alg && strcmp(cfg.alg, "RS384") != 0 && strcmp(cfg.alg, "ES384") != 0)
     luaL_error(L, "option 'alg' must be \"RS384\" or \"ES384\"");
 
@@ -352,6 +373,13 @@ static void push_headers (lua_State *L, const ecw_buf *raw) {
   ecw_headers_each(raw->data, raw->len, push_header, L);
 }
 
+#define MAX_ATTEMPTS 4
+
+/* Transport failures worth another try: not TLS, not a local refusal. */
+static int retryable_failure (const ecw_err *e) {
+  return ecw_streq(e->code, ECW_E_NETWORK) || ecw_streq(e->code, ECW_E_TIMEOUT);
+}
+
 static int client_get (lua_State *L) {
   ecw_client *c = check_client(L, 1);
   const char *target = luaL_checkstring(L, 2);
@@ -370,7 +398,10 @@ static int client_get (lua_State *L) {
     if (err.code == NULL) ecw_err_set(&err, ECW_E_INTERNAL, 0, "out of memory");
     return push_err(L, &err);
   }
-  for (attempt = 0; attempt < 2; attempt++) {
+  /* At most one 401 retry (a fresh token) and a few backoff retries after
+   * 408/5xx or a transport failure, all inside the one deadline. */
+  for (attempt = 1;; attempt++) {
+    int again = 0;
     if (!ecw_token_get(c, s->scopes, deadline, &s->tok, &err))
       return push_err(L, &err);
     memset(&rq, 0, sizeof rq);
@@ -381,20 +412,31 @@ static int client_get (lua_State *L) {
     rq.ca_file = c->ca_file;
     rq.deadline_ms = deadline;
     rq.connect_timeout_ms = c->connect_timeout_ms;
+    rq.guard = c->guard;
     rq.max_body = c->max_body;
     rq.cancellable = 1;
     if (!ecw_http_perform(&rq, &s->resp, &err)) {
       if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
-      return push_err(L, &err);
+      if (!retryable_failure(&err) || attempt >= MAX_ATTEMPTS ||
+          !ecw_backoff(attempt, deadline))
+        return push_err(L, &err);
+      ecw_token_release(&s->tok);
+      continue;
     }
-    if (s->resp.status != 401 || !retry_401 || attempt == 1) break;
-    /* The server no longer honours this token (revoked, or its clock runs
-     * ahead of ours): drop exactly that grant and retry once. */
-    ecw_token_invalidate(c, s->scopes, s->tok.serial);
+    if (s->resp.status == 401 && retry_401 && !retried) {
+      /* The server no longer honours this token (revoked, or its clock
+       * runs ahead of ours): drop exactly that grant and retry once. */
+      ecw_token_invalidate(c, s->scopes, s->tok.serial);
+      ECW_COUNT(retries_401);
+      retried = 1;
+      again = 1;
+    } else if (ecw_status_retryable(s->resp.status) && attempt < MAX_ATTEMPTS &&
+               ecw_backoff(attempt, deadline)) {
+      again = 1;
+    }
+    if (!again) break;
     ecw_token_release(&s->tok);
     ecw_http_resp_free(&s->resp, 0);
-    ECW_COUNT(retries_401);
-    retried = 1;
   }
   ecw_token_release(&s->tok);   /* wipe our copy before anything can raise */
 
@@ -435,6 +477,7 @@ static int client_connect (lua_State *L) {
   rq.ca_file = c->ca_file;
   rq.deadline_ms = deadline;
   rq.connect_timeout_ms = c->connect_timeout_ms;
+  rq.guard = c->guard;
   rq.max_body = 1024 * 1024;
   if (!ecw_http_perform(&rq, &s->resp, &err)) {
     if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
@@ -454,7 +497,8 @@ static int l_stats (lua_State *L) {
   F(token_requests); F(token_failures); F(token_cache_hits); F(token_waits);
   F(token_blocking_fetches); F(token_refreshes_ahead);
   F(token_invalidations); F(discovery_requests); F(http_requests);
-  F(connections_opened); F(cache_evictions); F(retries_401);
+  F(connections_opened); F(cache_evictions); F(retries_401); F(retries);
+  F(rate_limit_rejections); F(breaker_rejections); F(breaker_trips);
 #undef F
   lua_pushinteger(L, ecw_token_count());
   lua_setfield(L, -2, "cache_entries");
@@ -476,7 +520,21 @@ static int l_stats (lua_State *L) {
 static int l_flush (lua_State *L) {
   (void)L;
   ecw_token_flush();
+  ecw_guard_reset_all();
   return 0;
+}
+
+/* file_mode(path) -> permission bits (e.g. 384 for 0600) | nil, err */
+static int l_file_mode (lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    ecw_err err;
+    ecw_err_set(&err, ECW_E_CONFIG, 0, "cannot stat %s", path);
+    return push_err(L, &err);
+  }
+  lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+  return 1;
 }
 
 static int l_set_cache_limit (lua_State *L) {
@@ -721,6 +779,7 @@ static const luaL_Reg funcs[] = {
   {"set_cache_limit", l_set_cache_limit},
   {"set_pool_size", l_set_pool_size},
   {"now_ms", l_now_ms},
+  {"file_mode", l_file_mode},
   {"normalize_scopes", l_normalize_scopes},
   {"margin_ms", l_margin_ms},
   {"keygen", l_keygen},

@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "guard.h"
 #include "http.h"
 #include "stats.h"
 #include "worker.h"
@@ -168,6 +169,19 @@ static void map_error (CURLcode c, const char *errbuf, ecw_http_resp *rs,
   }
 }
 
+struct find_header {
+  const char *name;          /* lower case */
+  char *value;               /* malloc'd copy of the first match */
+};
+
+static void find_header_fn (void *ud, const char *name, size_t nlen,
+                            const char *value, size_t vlen) {
+  struct find_header *fh = ud;
+  if (fh->value == NULL && nlen == strlen(fh->name) &&
+      strncasecmp(name, fh->name, nlen) == 0)
+    fh->value = ecw_strndup(value, vlen);
+}
+
 int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
                       ecw_err *err) {
   char errbuf[CURL_ERROR_SIZE];
@@ -176,6 +190,7 @@ int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
   CURL *h;
   CURLcode rc;
   long nconn = 0;
+  int probe = 0;
   int64_t left = rq->deadline_ms - ecw_now_ms();
 
   memset(rs, 0, sizeof *rs);
@@ -186,7 +201,9 @@ int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
     err->retryable = 1;
     return 0;
   }
+  if (rq->guard && !ecw_guard_before(rq->guard, &probe, err)) return 0;
   if (!ecw_http_init() || (h = pool_get()) == NULL) {
+    if (rq->guard) ecw_guard_after(rq->guard, probe, 1, 0, NULL);
     ecw_err_set(err, ECW_E_INTERNAL, 0, "libcurl initialisation failed");
     return 0;
   }
@@ -260,6 +277,19 @@ int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
   slist_free_secret(hdrs);
   pool_put(h, rc == CURLE_OK);
+
+  if (rq->guard) {
+    struct find_header fh = { "retry-after", NULL };
+    /* A cancelled or oversized transfer says nothing about the server. */
+    int transport_ok = rc == CURLE_OK || rc == CURLE_ABORTED_BY_CALLBACK ||
+                       rc == CURLE_FILESIZE_EXCEEDED ||
+                       (rc == CURLE_WRITE_ERROR && rs->body.overflow);
+    if (rc == CURLE_OK && rs->status == 429)
+      ecw_headers_each(rs->headers.data, rs->headers.len, find_header_fn, &fh);
+    ecw_guard_after(rq->guard, probe, transport_ok,
+                    rc == CURLE_OK ? rs->status : 0, fh.value);
+    free(fh.value);
+  }
 
   if (rc != CURLE_OK) {
     map_error(rc, errbuf, rs, err);

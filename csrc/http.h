@@ -17,6 +17,7 @@ typedef struct ecw_http_req {
   long connect_timeout_ms;
   size_t max_body;             /* decoded body cap, bytes */
   int secret_body;             /* wipe body buffers when freed */
+  struct ecw_guard *guard;     /* the practice's budget and breaker, or NULL */
   int cancellable;             /* on a worker: stop when its job is cancelled.
                                 * Never for shared work (discovery, tokens)
                                 * that other callers are waiting on. */

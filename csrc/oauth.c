@@ -166,6 +166,7 @@ int ecw_token_url (ecw_client *c, int64_t deadline, char **out,
   rq.ca_file = c->ca_file;
   rq.deadline_ms = deadline;
   rq.connect_timeout_ms = c->connect_timeout_ms;
+  rq.guard = c->guard;
   rq.max_body = DISCOVERY_BODY_LIMIT;
   ECW_COUNT(discovery_requests);
   if (!ecw_http_perform(&rq, &rs, err)) {
@@ -363,6 +364,7 @@ int ecw_oauth_request (ecw_client *c, const char *token_url,
   rq.ca_file = c->ca_file;
   rq.deadline_ms = deadline;
   rq.connect_timeout_ms = c->connect_timeout_ms;
+  rq.guard = c->guard;
   rq.max_body = TOKEN_BODY_LIMIT;
   rq.secret_body = 1;
   ECW_COUNT(token_requests);

@@ -17,6 +17,10 @@ typedef struct ecw_stats {
   atomic_llong connections_opened;
   atomic_llong cache_evictions;
   atomic_llong retries_401;
+  atomic_llong retries;             /* backoff retries after 408/5xx/transport */
+  atomic_llong rate_limit_rejections;
+  atomic_llong breaker_rejections;
+  atomic_llong breaker_trips;
 } ecw_stats;
 
 extern ecw_stats ecw_counters __attribute__((visibility("hidden")));

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "guard.h"
 #include "oauth.h"
 #include "stats.h"
 #include "token_cache.h"
@@ -164,16 +165,31 @@ static int cond_wait_until (pthread_cond_t *cv, int64_t deadline_ms) {
   return pthread_cond_timedwait(cv, &lock, &ts);
 }
 
-/* The leader's request, made without the lock. */
+/* Worth another try: a transport failure or 408/5xx, not a refusal by
+ * the guard (rate_limited, unavailable) nor an OAuth verdict. */
+static int fetch_retryable (const ecw_err *e) {
+  return ecw_streq(e->code, ECW_E_NETWORK) || ecw_streq(e->code, ECW_E_TIMEOUT) ||
+         (ecw_status_retryable(e->status) &&
+          (ecw_streq(e->code, ECW_E_HTTP) || ecw_streq(e->code, ECW_E_OAUTH)));
+}
+
+/* The leader's request, made without the lock.  Every attempt signs a new
+ * assertion, so a retry never reuses a jti. */
 static int fetch (ecw_client *c, const char *scopes, int64_t deadline,
                   ecw_grant *g, int64_t *sent_ms, ecw_err *err) {
-  char *url = NULL;
-  int ok;
-  if (!ecw_token_url(c, deadline, &url, err)) return 0;
-  *sent_ms = ecw_now_ms();
-  ok = ecw_oauth_request(c, url, scopes, deadline, g, err);
-  free(url);
-  return ok;
+  int attempt;
+  for (attempt = 1;; attempt++) {
+    char *url = NULL;
+    int ok = ecw_token_url(c, deadline, &url, err);
+    if (ok) {
+      *sent_ms = ecw_now_ms();
+      ok = ecw_oauth_request(c, url, scopes, deadline, g, err);
+      free(url);
+    }
+    if (ok) return 1;
+    if (!fetch_retryable(err) || attempt >= 3 || !ecw_backoff(attempt, deadline))
+      return 0;
+  }
 }
 
 /* Store a request's outcome in e and wake everyone waiting on it. */

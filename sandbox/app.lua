@@ -66,6 +66,14 @@ end
 
 local function route(ctx, req)
   if req.path == M.TOKEN_PATH then
+    -- An `after` fault lets the token endpoint verify and record the
+    -- assertion (its jti included) before the fault replaces the answer,
+    -- so tests can see what a client retried with.
+    local f = ctx.faults:peek("token")
+    if f and f.after then
+      local real = auth.handle(ctx, req)
+      return apply_fault(ctx, "token") or real
+    end
     return apply_fault(ctx, "token") or auth.handle(ctx, req)
   end
   local practice, rest = req.path:match("^/fhir/r4/([%w_-]+)/(.+)$")

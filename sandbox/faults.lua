@@ -27,7 +27,7 @@ function M:add(f)
   local err = opt_type(f, "status", "number") or opt_type(f, "body", "string")
     or opt_type(f, "content_type", "string") or opt_type(f, "headers", "table")
     or opt_type(f, "delay_ms", "number") or opt_type(f, "times", "number")
-    or opt_type(f, "close", "boolean")
+    or opt_type(f, "close", "boolean") or opt_type(f, "after", "boolean")
   if err then
     return nil, err
   end
@@ -45,7 +45,7 @@ function M:add(f)
   table.insert(self.list, {
     target = f.target, status = f.status, body = f.body,
     content_type = f.content_type, headers = f.headers,
-    delay_ms = f.delay_ms, times = f.times, close = f.close,
+    delay_ms = f.delay_ms, times = f.times, close = f.close, after = f.after,
   })
   return true
 end
@@ -60,6 +60,16 @@ function M:take(target)
           table.remove(self.list, i)
         end
       end
+      return f
+    end
+  end
+  return nil
+end
+
+-- The fault the next request of target would take, without taking it.
+function M:peek(target)
+  for _, f in ipairs(self.list) do
+    if f.target == target then
       return f
     end
   end

@@ -398,8 +398,9 @@ describe("token endpoint faults", function ()
   end)
 
   it("a failure wakes every waiter with the error", function ()
-    sb:fault{ target = "token", status = 500, times = 1,
-              body = '{"error":"server_error","error_description":"down"}' }
+    -- not retryable, so the leader makes exactly one request
+    sb:fault{ target = "token", status = 401, times = 1, content_type = "application/json",
+              body = '{"error":"invalid_client","error_description":"unknown key"}' }
     local fb = base()
     sb:reset_stats()
     local ok, sum = host.run{ script = "spec/host/get_patient.lua",
@@ -411,6 +412,22 @@ describe("token endpoint faults", function ()
     assert.is_false(ok)
     assert.equal(16, sum.failed)
     assert.equal(1, practice_stats(fb).token_requests)
+  end)
+
+  it("a 500 is retried with a fresh assertion (new jti)", function ()
+    -- after: the sandbox verifies (and remembers) the first assertion's jti
+    -- before answering 500, so a reused jti would be refused as a replay
+    sb:fault{ target = "token", status = 500, times = 1, after = true,
+              body = '{"error":"server_error"}', content_type = "application/json" }
+    sb:reset_stats()
+    local d = delta(function ()
+      assert(assert(client()):token(READ))
+    end)
+    assert.equal(2, d.token_requests)
+    assert.equal(1, d.retries)
+    local a = sb:stats().assertions
+    assert.equal(2, #a)
+    assert.are_not.equal(a[1].claims.jti, a[2].claims.jti)
   end)
 
   local bad = {

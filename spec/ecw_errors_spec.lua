@@ -135,7 +135,8 @@ describe("ecw failures", function()
 
   it("joins several outcome issues", function()
     configure()
-    sb:fault { target = "fhir", status = 500, times = 1, content_type = "application/fhir+json",
+    -- times = 10: the core retries a 500 with backoff before giving up
+    sb:fault { target = "fhir", status = 500, times = 10, content_type = "application/fhir+json",
       body = outcome_body("database offline", "ref 42") }
     local r, err = ecw.read("Patient", data.fixtures.jane)
     assert.is_nil(r)
@@ -149,29 +150,32 @@ describe("ecw failures", function()
 
   it("maps 429 and 503 to retryable codes", function()
     configure()
-    sb:fault { target = "fhir", status = 429, times = 1 }
-    local _, err = ecw.search("Patient", { family = "Doe" })
-    assert.equal("rate_limited", err.code)
-    assert.equal(429, err.status)
-    assert.is_true(err.retryable)
-    sb:fault { target = "fhir", status = 503, times = 1 }
-    _, err = ecw.patient { phone = "5550100123" }
+    sb:fault { target = "fhir", status = 503, times = 10 }
+    local _, err = ecw.patient { phone = "5550100123" }
     assert.equal("unavailable", err.code)
     assert.is_true(err.retryable)
+    sb:clear_faults()
     sb:fault { target = "fhir", status = 400, times = 1, content_type = "application/fhir+json",
       body = outcome_body("bad search") }
     _, err = ecw.search("Patient", { family = "Doe" })
     assert.equal("http", err.code)
     assert.equal("bad search", err.outcome)
     assert.is_false(err.retryable)
+    -- last: a 429 blocks this practice locally until the minute boundary
+    sb:fault { target = "fhir", status = 429, times = 1 }
+    _, err = ecw.search("Patient", { family = "Doe" })
+    assert.equal("rate_limited", err.code)
+    assert.equal(429, err.status)
+    assert.is_true(err.retryable)
   end)
 
   it("maps token endpoint failures", function()
     configure()
-    sb:fault { target = "token", status = 503, times = 1, body = "down", content_type = "text/plain" }
+    sb:fault { target = "token", status = 503, times = 10, body = "down", content_type = "text/plain" }
     local _, err = ecw.patient { id = data.fixtures.jane }
     assert.equal("unavailable", err.code)
     assert.is_true(err.retryable)
+    sb:clear_faults()
     configure { client_id = "not-registered" }
     _, err = ecw.patient { id = data.fixtures.jane }
     assert.equal("auth", err.code)

@@ -140,7 +140,7 @@ describe("examples/freeswitch/receptionist.lua", function()
   end)
 
   it("transfers when the EHR is down, logging only the code", function()
-    sb:fault { target = "fhir", status = 503, times = 1 }
+    sb:fault { target = "fhir", status = 503, times = 10 }   -- outlasts the retries
     local rec = call("+15550100123", {})
     assert.equal("1000", rec.transfer)
     assert.matches("unavailable", table.concat(rec.logs), 1, true)
