@@ -37,7 +37,7 @@ local function fault_response(f)
     end
     headers[name] = value
   end
-  return { status = f.status, headers = headers, body = f.body or "" }
+  return { status = f.status or 200, headers = headers, body = f.body or "" }
 end
 
 -- Returns a response when the fault replaces the normal one, else nil
@@ -51,7 +51,7 @@ local function apply_fault(ctx, target, practice)
   if f.delay_ms and f.delay_ms > 0 then
     cqueues.sleep(f.delay_ms / 1000)
   end
-  if not f.close and not f.status then
+  if not f.close and not f.status and not f.truncate then
     return nil
   end
   ctx.stats:count(ARRIVAL[target], practice)
@@ -61,7 +61,9 @@ local function apply_fault(ctx, target, practice)
   if f.close then
     return { abort = true }
   end
-  return fault_response(f)
+  local res = fault_response(f)
+  res.truncate = f.truncate
+  return res
 end
 
 local function route(ctx, req)

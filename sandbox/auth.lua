@@ -46,7 +46,8 @@ local function check_claims(ctx, claims)
   if claims.aud ~= ctx.urls.token_url then
     return invalid_client("aud must be exactly " .. ctx.urls.token_url)
   end
-  local now = os.time()
+  -- clock_offset simulates a server whose clock runs ahead of the client's
+  local now = os.time() + math.floor(ctx.config:get("clock_offset") or 0)
   if not is_integer(claims.exp) then
     return invalid_client("exp must be an integer (seconds since epoch)")
   end

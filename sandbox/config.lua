@@ -17,6 +17,7 @@ local SCHEMA = {
   omit_token_endpoint = "boolean",    -- discovery: no token_endpoint at all
   deny_scope = "string",              -- this scope gets invalid_scope
   next_link_origin = "string",        -- replaces scheme://host:port of next links
+  clock_offset = "number",            -- seconds the token endpoint's clock runs ahead
 }
 
 function M.new(defaults)

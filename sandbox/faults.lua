@@ -28,6 +28,7 @@ function M:add(f)
     or opt_type(f, "content_type", "string") or opt_type(f, "headers", "table")
     or opt_type(f, "delay_ms", "number") or opt_type(f, "times", "number")
     or opt_type(f, "close", "boolean") or opt_type(f, "after", "boolean")
+    or opt_type(f, "truncate", "boolean")
   if err then
     return nil, err
   end
@@ -46,6 +47,7 @@ function M:add(f)
     target = f.target, status = f.status, body = f.body,
     content_type = f.content_type, headers = f.headers,
     delay_ms = f.delay_ms, times = f.times, close = f.close, after = f.after,
+    truncate = f.truncate,
   })
   return true
 end

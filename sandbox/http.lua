@@ -152,6 +152,14 @@ local function serve_connection(server, con, conn)
       server.log_request(req.method, req.path, "aborted")
       return
     end
+    if res.truncate then
+      -- A reset in the middle of the body: the full Content-Length, half
+      -- the body, then the connection goes away.
+      server.log_request(req.method, req.path, "truncated")
+      local wire = serialize(res, false, req.version, false)
+      send(con, wire:sub(1, #wire - (#(res.body or "") + 1) // 2), limits)
+      return
+    end
     local keep = req.keep_alive and not res.close
     server.log_request(req.method, req.path, res.status)
     local wire = serialize(res, keep, req.version, req.method == "HEAD")

@@ -22,10 +22,11 @@ local records = require "ecw.records"
 local log = require "ecw.log"
 local say = require "ecw.say"
 
-local type, error, pairs, ipairs, setmetatable, getmetatable, tostring =
-  type, error, pairs, ipairs, setmetatable, getmetatable, tostring
+local type, error, pairs, ipairs, setmetatable, getmetatable, tostring, pcall, select =
+  type, error, pairs, ipairs, setmetatable, getmetatable, tostring, pcall, select
 local math_type = math.type
-local str_match, str_find, str_gsub = string.match, string.find, string.gsub
+local str_match, str_find, str_gsub, str_format =
+  string.match, string.find, string.gsub, string.format
 local tbl_sort = table.sort
 local now_ms = core.now_ms
 
@@ -50,10 +51,14 @@ _M.Client = Client
 Client.say = say
 
 ------------------------------------------------------------ argument checks
+-- Frames between a public function and its caller: every public function
+-- is entered through one wrapper (see "instrumentation" at the end).
+local WRAPPER_FRAMES = 1
+
 -- `level` is counted from the public function: 1 = that function, 2 = its
--- caller.  argerr adds its own frame.
+-- caller.  argerr adds its own frame and skips the wrapper's.
 local function argerr(fname, msg, level)
-  error(fname .. ": " .. msg, (level or 2) + 1)
+  error(fname .. ": " .. msg, (level or 2) + 1 + WRAPPER_FRAMES)
 end
 
 local function check_self(self, fname, method)
@@ -104,6 +109,11 @@ local function check_opts(fname, opts, extra, level)
 end
 
 ------------------------------------------------------------------ the call
+-- What the instrumentation wrapper gathers about the call in progress
+-- (requests, pages, phone forms) when a logger listens; nil otherwise.
+-- A Lua state runs one call at a time.
+local current = nil
+
 -- A call: its name for messages, its deadline and its scope override.
 local function begin(self, fname, opts)
   counters.calls = counters.calls + 1
@@ -125,6 +135,7 @@ local function need(self, call, rtype)
     local missing = scopes.uncovered(self.registered, list)
     if missing then
       counters.scope_refusals = counters.scope_refusals + 1
+      log.emit("warn", "scope_refused", { method = call.fname, type = rtype, scope = missing })
       return nil, errors.new("scope", call.fname .. ": scope " .. missing ..
         " is not among the scopes configured for this app")
     end
@@ -137,20 +148,37 @@ local function timed_out(call)
     { retryable = true })
 end
 
--- One GET within the call's deadline; non-2xx answers become errors.
+-- One GET within the call's deadline; non-2xx answers become errors, and
+-- so do 2xx answers that do not say they are JSON.
 local function get(self, call, target, scope_list, rtype, interaction)
   local remaining = call.deadline - now_ms()
   if remaining <= 0 then
     return nil, timed_out(call)
   end
+  local t0 = now_ms()
   local res, e = self.h:get(target, scope_list,
     { timeout_ms = remaining, deadline = call.deadline })
+  if current then
+    current.requests = current.requests + 1
+  end
   if not res then
+    log.emit("debug", "request", { type = rtype, interaction = interaction,
+      ms = now_ms() - t0, code = e.code })
     return nil, errors.from_core(e, call.fname)
   end
+  -- Only the type and interaction: the target holds ids and query values.
+  log.emit("debug", "request", { type = rtype, interaction = interaction,
+    status = res.status, ms = now_ms() - t0, bytes = #res.body,
+    retried_401 = res.retried })
   if res.status < 200 or res.status > 299 then
     return nil, errors.from_status(res.status, call.fname, rtype, interaction,
       fhir.error_outcome(res.body))
+  end
+  local ctype = res.headers and res.headers["content-type"]
+  if ctype ~= nil and not fhir.json_media_type(ctype) then
+    return nil, errors.new("bad_response", call.fname .. ": the FHIR server answered " ..
+      "a body that is not JSON (" .. rtype .. " " .. interaction .. ", HTTP " ..
+      res.status .. ")", { status = res.status })
   end
   return res
 end
@@ -160,7 +188,15 @@ local function read(self, call, rtype, id, scope_list)
   if not res then
     return nil, err
   end
-  return fhir.resource(res.body, rtype, call.fname)
+  local r
+  r, err = fhir.resource(res.body, rtype, call.fname)
+  if r and r.id ~= id then
+    -- Another resource than the one asked for: never hand a script the
+    -- wrong patient.
+    return nil, errors.new("bad_response", call.fname .. ": the server answered a " ..
+      rtype .. " with another id", { status = res.status })
+  end
+  return r, err
 end
 
 -- Runs a search and follows Bundle next links on fhir_base's origin, up to
@@ -183,6 +219,9 @@ local function search(self, call, rtype, list, scope_list)
       return nil, err
     end
     meta.pages = page
+    if current then
+      current.pages = current.pages + 1
+    end
     if page == 1 and math_type(bundle.total) == "integer" then
       meta.total = bundle.total
     end
@@ -208,10 +247,12 @@ local function search(self, call, rtype, list, scope_list)
     end
     if str_find(nxt, "[%z\1-\32\127-\255]") then
       meta.truncated = "bad_link"
+      log.emit("warn", "next_link_refused", { type = rtype, reason = meta.truncated })
       return out, meta
     end
     if visited[nxt] then
       meta.truncated = "loop"
+      log.emit("warn", "next_link_refused", { type = rtype, reason = meta.truncated })
       return out, meta
     end
     visited[nxt] = true
@@ -313,6 +354,14 @@ local function shape_all(list)
   return out
 end
 
+-- A matching Patient without a usable id cannot be told apart from the
+-- others nor looked up again: the answer as a whole is unusable (dropping
+-- it could turn "ambiguous" into the wrong patient).
+local function no_id(call)
+  return errors.new("bad_response", call.fname ..
+    ": the server answered a Patient without a valid id", { status = 200 })
+end
+
 local function find_patients(self, call, criteria, scope_list)
   local params = {}
   for k, v in pairs(criteria) do
@@ -346,6 +395,9 @@ local function find_patients(self, call, criteria, scope_list)
     local out = {}
     for _, r in ipairs(list) do
       if keep(r) then
+        if not query.valid_id(r.id) then
+          return nil, no_id(call)
+        end
         out[#out + 1] = r
       end
     end
@@ -360,8 +412,11 @@ local function find_patients(self, call, criteria, scope_list)
   end
   local total_pages, seen, out = 0, {}, {}
   local meta
-  for _, form in ipairs(phone.search_forms(e164)) do
+  for i, form in ipairs(phone.search_forms(e164)) do
     counters.phone_forms_tried = counters.phone_forms_tried + 1
+    if current then
+      current.forms = current.forms + 1
+    end
     local list = { { "phone", form } }
     for _, p in ipairs(params) do
       list[#list + 1] = p
@@ -372,14 +427,23 @@ local function find_patients(self, call, criteria, scope_list)
       return nil, meta
     end
     total_pages = total_pages + meta.pages
+    local confirmed = 0
     for _, r in ipairs(found) do
       -- Confirm every match: the patient must really have the caller's
       -- number (a token search may match loosely, or match another field).
-      if keep(r) and patient.has_phone(r, e164) and r.id and not seen[r.id] then
-        seen[r.id] = true
-        out[#out + 1] = r
+      if keep(r) and patient.has_phone(r, e164) then
+        if not query.valid_id(r.id) then
+          return nil, no_id(call)
+        end
+        confirmed = confirmed + 1
+        if not seen[r.id] then
+          seen[r.id] = true
+          out[#out + 1] = r
+        end
       end
     end
+    -- The form's position in the list, never the number itself.
+    log.emit("debug", "phone_form", { form = i, found = #found, confirmed = confirmed })
     -- "first": stop at the first form with confirmed matches (fewest
     -- requests).  "all": try every form, for servers that match the stored
     -- text exactly, where family members sharing a line may have been
@@ -609,12 +673,19 @@ local OPTION_TYPES = {
   timeout_ms = "posint", connect_timeout_ms = "posint", max_body = "posint",
   max_pages = "posint", iat = "boolean", name = "string", scopes = "scopes",
   scope_style = "string", vendor = "string", phone_search = "string",
+  rate_limit = "count", breaker_threshold = "count", breaker_cooldown_ms = "posint",
+  log_level = "string", allow_insecure_key = "boolean",
 }
 local REQUIRED = { "fhir_base", "client_id", "private_key", "kid" }
 local VENDORS = { ecw = true, epic = true, generic = true }
 -- eCW and Epic document v1 system scopes for backend apps; a generic
 -- server gets the current (v2) grammar.
 local DEFAULT_STYLE = { ecw = "v1", epic = "v1", generic = "v2" }
+
+local function registered_count(v)
+  local list = v and scopes.list(v)
+  return list and #list or nil
+end
 
 -- The options as given, for a worker thread to configure the same client.
 local function copy_config(opts)
@@ -646,6 +717,10 @@ local function check_config(opts, level)
       if MAX[k] and v > MAX[k] then
         argerr(fname, "'" .. k .. "' must be at most " .. MAX[k], level)
       end
+    elseif want == "count" then
+      if math_type(v) ~= "integer" or v < 0 then
+        argerr(fname, "'" .. k .. "' must be a non-negative integer (0 turns it off)", level)
+      end
     elseif want == "scopes" then
       local ok, why = scopes.list(v)
       if not ok then
@@ -674,6 +749,38 @@ local function check_config(opts, level)
   if opts.alg and opts.alg ~= "RS384" and opts.alg ~= "ES384" then
     argerr(fname, "'alg' must be \"RS384\" or \"ES384\"", level)
   end
+  if opts.log_level and not log.valid_level(opts.log_level) then
+    argerr(fname, "'log_level' must be \"debug\", \"info\", \"warn\" or \"error\"", level)
+  end
+end
+
+-- The private key must be readable by its owner alone.  Readable or
+-- writable by others: refused (unless allow_insecure_key); by the group:
+-- a loud warning.  Needs core.file_mode (mode bits, or nil when the file
+-- cannot be examined: then core.client reports the problem).  Returns nil
+-- or an error.
+local function check_key_mode(opts, fname)
+  local file_mode = core.file_mode
+  if type(file_mode) ~= "function" then
+    return nil
+  end
+  local ok, mode = pcall(file_mode, opts.private_key)
+  if not ok or math_type(mode) ~= "integer" then
+    return nil
+  end
+  local perms = str_format("%04o", mode & 4095)
+  if mode & 7 ~= 0 then                     -- o+rwx
+    if not opts.allow_insecure_key then
+      log.emit("error", "key_file_refused", { mode = perms, reason = "others" })
+      return errors.new("config", fname .. ": the private key file is accessible to " ..
+        "other users (mode " .. perms .. "); chmod 600 it, or set allow_insecure_key = true")
+    end
+    log.emit("error", "key_file_insecure", { mode = perms, reason = "others",
+      allowed = true })
+  elseif mode & 56 ~= 0 then                -- g+rwx
+    log.emit("warn", "key_file_insecure", { mode = perms, reason = "group" })
+  end
+  return nil
 end
 
 -- Returns a client, or nil, err for failures found at run time (a key
@@ -683,10 +790,18 @@ end
 function _M.new(opts, depth)
   check_config(opts, 3 + (depth or 0))
   local fname = "ecw.configure"
+  if opts.log_level then
+    log.set_level(opts.log_level)
+  end
   local base = str_gsub(opts.fhir_base, "/+$", "")
   local origin = query.origin(base)
   if not origin then
+    log.emit("error", "configure", { code = "config", reason = "fhir_base" })
     return nil, errors.new("config", fname .. ": 'fhir_base' is not an http(s) URL")
+  end
+  local kerr = check_key_mode(opts, fname)
+  if kerr then
+    return nil, kerr
   end
   local h, e = core.client {
     fhir_base = base, client_id = opts.client_id, private_key = opts.private_key,
@@ -694,11 +809,22 @@ function _M.new(opts, depth)
     ca_file = opts.ca_file, timeout_ms = opts.timeout_ms,
     connect_timeout_ms = opts.connect_timeout_ms, max_body = opts.max_body,
     iat = opts.iat,
+    -- eCW: 250 requests per minute per practice, token calls included
+    rate_limit = opts.rate_limit or (opts.vendor or "ecw") == "ecw" and 250 or 0,
+    breaker_threshold = opts.breaker_threshold,
+    breaker_cooldown_ms = opts.breaker_cooldown_ms,
   }
   if not h then
+    log.emit("error", "configure", { code = "config", cause = e.code })
     return nil, errors.from_core(e, fname)
   end
   local vendor = opts.vendor or "ecw"
+  -- The host only: the path names the practice, and the client id and
+  -- key stay out of logs altogether.
+  log.emit("debug", "configure", { host = str_match(origin, "^%a+://(.*)$"),
+    vendor = vendor, scope_style = opts.scope_style or DEFAULT_STYLE[vendor],
+    scopes = registered_count(opts.scopes), max_pages = opts.max_pages or 10,
+    timeout_ms = h:info().timeout_ms, phone_search = opts.phone_search or "first" })
   local registered = opts.scopes and scopes.list(opts.scopes)
   return setmetatable({
     h = h,

@@ -37,6 +37,8 @@ local FROM_CORE = {
   bad_response = "bad_response",
   internal = "internal",
   busy = "unavailable",          -- the worker queue is full
+  rate_limited = "rate_limited", -- the practice's budget, or a 429 block
+  unavailable = "unavailable",   -- the practice's circuit breaker is open
   cancelled = "cancelled",       -- the script cancelled a started lookup
 }
 
@@ -67,6 +69,9 @@ function _M.from_core(e, ctx)
   local c2, r2 = by_status(e.status)
   if c2 then
     code, retryable = c2, r2
+  elseif e.status and e.status >= 500 and (code == "auth" or code == "http") then
+    -- the token or discovery endpoint failing is an outage, not a refusal
+    code, retryable = "unavailable", true
   end
   return new(code, ctx .. ": " .. (e.message or "failure"), {
     status = e.status,
