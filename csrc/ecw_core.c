@@ -59,6 +59,9 @@ typedef struct scratch {
 /* ---- process-wide setup --------------------------------------------------- */
 
 static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+static atomic_int live_states;
+static const char state_key = 0;   /* registry key of a state's sentinel */
+#define DRAIN_MS 15000
 static const char pin_anchor = 0;   /* any object inside this .so */
 
 /*
@@ -72,6 +75,37 @@ static void pin_self (void) {
   Dl_info info;
   if (dladdr(&pin_anchor, &info) && info.dli_fname)
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+}
+
+/*
+ * Live states.  Background work (token refreshes, started lookups) runs on
+ * module threads.  When the last host state closes, its close waits for that
+ * work to finish, so that once every state is closed no module thread is
+ * inside libcurl: FreeSWITCH calls curl_global_cleanup right after its last
+ * state closes at shutdown.  The wait is bounded by the work's own
+ * deadlines.  Worker-owned states are not counted: they are ours.
+ */
+static int state_gone (lua_State *L) {
+  (void)L;
+  if (atomic_fetch_sub(&live_states, 1) == 1)
+    ecw_worker_drain(ecw_now_ms() + DRAIN_MS);
+  return 0;
+}
+
+static void count_state (lua_State *L) {
+  if (ecw_worker_current() != NULL) return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key) != LUA_TNIL) {
+    lua_pop(L, 1);            /* required again in the same state */
+    return;
+  }
+  lua_pop(L, 1);
+  lua_newuserdatauv(L, 1, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gone);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
+  atomic_fetch_add(&live_states, 1);
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -502,6 +536,8 @@ static int l_stats (lua_State *L) {
 #undef F
   lua_pushinteger(L, ecw_token_count());
   lua_setfield(L, -2, "cache_entries");
+  lua_pushinteger(L, atomic_load(&live_states));
+  lua_setfield(L, -2, "live_states");
   lua_pushinteger(L, ecw_http_pool_size());
   lua_setfield(L, -2, "pool_size");
   {
@@ -823,6 +859,7 @@ int luaopen_ecw_core (lua_State *L) {
   pthread_once(&pin_once, pin_self);
   if (!ecw_http_init()) return luaL_error(L, "ecw.core: libcurl init failed");
   create_metatables(L);
+  count_state(L);
   luaL_newlib(L, funcs);
   lua_pushliteral(L, ECW_VERSION);
   lua_setfield(L, -2, "_VERSION");

@@ -159,6 +159,28 @@ int ecw_job_wait (ecw_job *j, int64_t deadline_ms) {
   return d;
 }
 
+int ecw_worker_drain (int64_t deadline_ms) {
+  int idle_now;
+  pthread_once(&done_once, init_done_cv);
+  pthread_mutex_lock(&lock);
+  while (queued + running > 0) {
+    struct timespec ts;
+    int64_t left = deadline_ms - ecw_now_ms();
+    if (left <= 0) break;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    if (pthread_cond_timedwait(&done_cv, &lock, &ts) == ETIMEDOUT) break;
+  }
+  idle_now = queued + running == 0;
+  pthread_mutex_unlock(&lock);
+  return idle_now;
+}
+
 void ecw_worker_configure (int threads, int queue) {
   pthread_mutex_lock(&lock);
   if (threads > 0) max_threads = threads > MAX_THREADS ? MAX_THREADS : threads;

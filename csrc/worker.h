@@ -29,6 +29,11 @@ ECW_LOCAL void ecw_job_ref (ecw_job *j);
 ECW_LOCAL int ecw_job_wait (ecw_job *j, int64_t deadline_ms);
 ECW_LOCAL int ecw_job_is_done (ecw_job *j);
 
+/* Wait until no job is queued or running, or the deadline passes; 1 when
+ * idle.  Used when the last Lua state closes, so that no module thread is
+ * inside libcurl when the host goes on to curl_global_cleanup. */
+ECW_LOCAL int ecw_worker_drain (int64_t deadline_ms);
+
 ECW_LOCAL void ecw_worker_configure (int threads, int queue);
 ECW_LOCAL void ecw_worker_counts (int *threads, int *queued, int *running);
 
