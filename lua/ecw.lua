@@ -16,6 +16,7 @@ local client = require "ecw.client"
 local errors = require "ecw.errors"
 local phone = require "ecw.phone"
 local say = require "ecw.say"
+local log = require "ecw.log"
 
 local type, error, pairs = type, error, pairs
 
@@ -77,6 +78,30 @@ _M.say = say
 
 -- "+15550100199" from any caller-ID shape, or nil.
 _M.normalize_phone = phone.normalize
+
+-- Logging (see lua/ecw/log.lua): fn(level, message) receives PHI-free
+-- lines at or above level ("debug" < "info" < "warn" < "error"; default
+-- "warn").  nil restores the default (freeswitch.consoleLog under
+-- FreeSWITCH, otherwise nothing); false silences ecw.  Both are per Lua
+-- state.  Return the previous logger and level.
+function _M.set_logger(fn, level)
+  if fn ~= nil and fn ~= false and type(fn) ~= "function" then
+    error("ecw.set_logger: bad argument #1 'fn' (expected a function, false or nil)", 2)
+  end
+  if level ~= nil and not log.valid_level(level) then
+    error("ecw.set_logger: bad argument #2 'level' (expected \"debug\", \"info\", " ..
+      "\"warn\" or \"error\")", 2)
+  end
+  return log.set_logger(fn, level)
+end
+
+function _M.set_log_level(level)
+  if not log.valid_level(level) then
+    error("ecw.set_log_level: bad argument #1 'level' (expected \"debug\", \"info\", " ..
+      "\"warn\" or \"error\")", 2)
+  end
+  return log.set_level(level)
+end
 
 -- core.stats() plus the Lua-side counters of this Lua state.
 function _M.stats()

@@ -87,8 +87,20 @@ function M:token_used(token, remaining, practice, client_id)
   self.token_uses[token] = (self.token_uses[token] or 0) + 1
 end
 
+-- ECW_ISSUED_TOKENS_FILE: every token any sandbox issues is appended
+-- there too, so a whole-suite log scan can look for all of them (stats
+-- are reset between tests; the file is not).
+local ISSUED_FILE = os.getenv("ECW_ISSUED_TOKENS_FILE")
+
 function M:token_issued(token)
   table.insert(self.issued_tokens, token)
+  if ISSUED_FILE and ISSUED_FILE ~= "" then
+    local f = io.open(ISSUED_FILE, "a")
+    if f then
+      f:write(token, "\n")
+      f:close()
+    end
+  end
 end
 
 -- Keeps the decoded header/claims of the last MAX_ASSERTIONS assertions,

@@ -12,6 +12,7 @@
 local core = require "ecw.core"
 local cjson = require "cjson.safe"
 local errors = require "ecw.errors"
+local log = require "ecw.log"
 
 local type, error, setmetatable, pcall = type, error, setmetatable, pcall
 local tostring = tostring
@@ -58,6 +59,8 @@ function Request:wait(ms)
   end
   self.result = { value, err }
   self.job:release()
+  log.emit(err and "info" or "debug", "async_done",
+    { method = self.fname, code = err and err.code or "ok" })
   return value, err
 end
 
@@ -88,6 +91,8 @@ function _M.start(config, fname, method, ...)
   local payload, perr = cjson.encode({ config = config, method = method,
                                        args = { ... }, n = select("#", ...) })
   if not payload then
+    -- 1 = here (Client:start tail-calls us), 2 = its wrapper (see the end
+    -- of client.lua), 3 = the script
     error(fname .. ": arguments cannot be sent to a worker (" .. tostring(perr) .. ")", 3)
   end
   local job, err = core.spawn { module = "ecw.async", func = "run", payload = payload }
@@ -134,7 +139,15 @@ function _M.run(payload)
   if value == nil then
     return cjson.encode({ ok = false, err = plain_error(err) })
   end
-  return cjson.encode({ ok = true, value = value })
+  local out = cjson.encode({ ok = true, value = value })
+  if not out then
+    -- Server data JSON cannot carry back (cjson refuses it): report it as
+    -- the server's fault, not as a crash of the worker.
+    return cjson.encode({ ok = false, err = { code = "bad_response",
+      message = "ecw." .. tostring(req.method) .. ": the answer cannot be passed back " ..
+        "from the worker thread" } })
+  end
+  return out
 end
 
 return _M

@@ -239,7 +239,9 @@ local function search(self, call, rtype, list, scope_list)
       return out, meta
     end
     local origin = query.origin(nxt)
-    if origin ~= self.origin then
+    if origin ~= self.origin or not query.under_base(nxt, self.fhir_base) then
+      -- Elsewhere than the FHIR base (another host, or another path on
+      -- it: another practice, the token endpoint): the token stays home.
       meta.truncated = origin and "origin" or "bad_link"
       counters.next_links_refused = counters.next_links_refused + 1
       log.emit("warn", "next_link_refused", { type = rtype, reason = meta.truncated })
@@ -955,5 +957,101 @@ function Client:close()
   check_self(self, "ecw.close", "close")
   self.h:close()
 end
+
+--------------------------------------------------------- instrumentation
+-- Every public function is entered through one wrapper (WRAPPER_FRAMES),
+-- which logs a summary of each lookup when a logger listens: the method,
+-- the outcome code, the time taken, the FHIR requests, pages and phone
+-- forms of this call, and deltas of the core's counters (process-wide, so
+-- under concurrent calls they include other threads' work).  Never a
+-- criterion, id, result value or message (see ecw.log).
+-- A new public method must be added to one of the lists below.
+local function pass(...)
+  return ...
+end
+
+-- Outcome code -> level: what a person should look at is "warn" (the
+-- service is degraded) or "error" (the configuration is wrong).
+local LEVEL_OF = {
+  ok = "info", not_found = "info", ambiguous = "info", cancelled = "info",
+  timeout = "warn", network = "warn", rate_limited = "warn", unavailable = "warn",
+  bad_response = "warn", http = "warn",
+  auth = "error", config = "error", scope = "error", tls = "error", internal = "error",
+}
+
+local CORE_DELTAS = { "http_requests", "token_requests", "token_cache_hits",
+                      "token_waits", "token_failures", "retries_401" }
+local LISTS = { ["ecw.patients"] = true, ["ecw.search"] = true, ["ecw.medications"] = true,
+                ["ecw.allergies"] = true, ["ecw.coverage"] = true, ["ecw.encounters"] = true }
+
+local function report(ctx, n, value, second)
+  local fields = { method = ctx.fname, ms = now_ms() - ctx.t0, requests = ctx.requests,
+                   pages = ctx.pages }
+  if ctx.forms > 0 then
+    fields.phone_forms = ctx.forms
+  end
+  local code = "ok"
+  if value == nil and n > 0 then
+    code = errors.is_error(second) and second.code or "internal"
+    if type(second) == "table" then
+      fields.status = math_type(second.status) == "integer" and second.status or nil
+      fields.cause = second.cause
+      fields.count = math_type(second.count) == "integer" and second.count or nil
+      fields.retryable = second.retryable
+      -- Only that the server explained itself: its text may quote PHI.
+      fields.outcome = second.outcome ~= nil or nil
+    end
+  elseif LISTS[ctx.fname] and type(value) == "table" then
+    fields.results = #value
+    if type(second) == "table" and type(second.truncated) == "string" then
+      fields.truncated = true
+    end
+  end
+  fields.code = code
+  local after = core.stats()
+  for _, k in ipairs(CORE_DELTAS) do
+    local a, b = after[k], ctx.stats[k]
+    if math_type(a) == "integer" and math_type(b) == "integer" and a ~= b then
+      fields[k] = a - b
+    end
+  end
+  log.emit(LEVEL_OF[code] or "warn", "call", fields)
+end
+
+local function finish(ctx, ...)
+  current = nil
+  local n = select("#", ...)
+  local value, second = ...
+  pcall(report, ctx, n, value, second)
+  return ...
+end
+
+local function logged(fname, fn)
+  return function(self, ...)
+    if not log.enabled("error") then
+      current = nil
+      return pass(fn(self, ...))
+    end
+    local ctx = { fname = fname, t0 = now_ms(), requests = 0, pages = 0, forms = 0,
+                  stats = core.stats() }
+    current = ctx
+    return finish(ctx, fn(self, ...))
+  end
+end
+
+local function plain(fn)
+  return function(...)
+    return pass(fn(...))
+  end
+end
+
+for _, m in ipairs({ "patient", "patients", "read", "search", "practitioner",
+                     "medications", "allergies", "coverage", "encounters", "warm" }) do
+  Client[m] = logged("ecw." .. m, Client[m])
+end
+for _, m in ipairs({ "start", "info", "close" }) do
+  Client[m] = plain(Client[m])
+end
+_M.new = plain(_M.new)
 
 return _M

@@ -11,6 +11,8 @@ local errors = require "ecw.errors"
 local type, pairs, ipairs = type, pairs, ipairs
 local math_type, math_tointeger = math.type, math.tointeger
 local tbl_concat = table.concat
+local str_match, str_lower, str_byte, str_sub =
+  string.match, string.lower, string.byte, string.sub
 
 local _M = {}
 
@@ -18,7 +20,20 @@ local _M = {}
 -- own use of cjson, and its settings must not leak into ours.
 local json = cjson.new()
 json.decode_invalid_numbers(false)   -- no NaN, Infinity or hex numbers
+-- FHIR resources nest a dozen levels or so (Bundle, entry, resource,
+-- contained, extension...); deeper is hostile.  cjson answers too deep
+-- input with an error instead of recursing, and strip() below recurses
+-- only as deep as this.
+_M.MAX_DEPTH = 64
+json.decode_max_depth(_M.MAX_DEPTH)
 local NULL = json.null
+local HUGE = math.huge
+
+-- Set when strip() meets a number JSON can spell but Lua cannot hold
+-- (1e400 decodes to infinity): such a body is refused, since the value
+-- is not what the server meant and cjson cannot encode it again (ecw.start
+-- sends results across threads as JSON).
+local out_of_range = false
 
 -- cjson turns JSON arrays into tables with integer keys only, and JSON
 -- objects into tables with string keys only, so integer keys tell them
@@ -28,6 +43,9 @@ local NULL = json.null
 local function strip(v)
   if type(v) ~= "table" then
     if math_type(v) == "float" then
+      if v ~= v or v == HUGE or v == -HUGE then
+        out_of_range = true
+      end
       return math_tointeger(v) or v
     end
     return v
@@ -69,6 +87,9 @@ function _M.decode(body)
   if type(body) ~= "string" or body == "" then
     return nil, "empty body"
   end
+  if str_byte(body, 1) == 0xEF and str_sub(body, 1, 3) == "\239\187\191" then
+    body = str_sub(body, 4)            -- a UTF-8 byte order mark (RFC 8259 s8.1)
+  end
   local v, err = json.decode(body)
   if v == nil then
     return nil, err or "invalid JSON"
@@ -76,7 +97,24 @@ function _M.decode(body)
   if v == NULL then
     return nil, "JSON null"
   end
-  return strip(v)
+  out_of_range = false
+  v = strip(v)
+  if out_of_range then
+    return nil, "a number out of range"
+  end
+  return v
+end
+
+-- Is a Content-Type one that carries JSON ("application/fhir+json",
+-- "application/json; charset=utf-8", the DSTU2 "application/json+fhir")?
+function _M.json_media_type(ctype)
+  if type(ctype) ~= "string" then
+    return false
+  end
+  local media = str_match(str_lower(ctype), "^%s*([^;%s]+)")
+  return media == "application/json"
+    or (media ~= nil and (str_match(media, "^application/[%w%.%-]+%+json$") ~= nil
+                          or str_match(media, "^application/json%+[%w%.%-]+$") ~= nil))
 end
 
 -- "details.text or diagnostics" of every issue, joined with "; ".
@@ -127,9 +165,12 @@ function _M.resource(body, expected, ctx)
       { status = 200, outcome = _M.outcome_text(v) })
   end
   if rt ~= expected then
+    -- Only a well-formed type name goes into the message: it is the
+    -- server's text, and messages are logged.
+    local got = type(rt) == "string" and #rt <= 64 and str_match(rt, "^[A-Z][A-Za-z]*$")
+      and rt or (rt == nil and "no resourceType" or "an invalid resourceType")
     return nil, errors.new("bad_response", ctx .. ": expected a " .. expected ..
-      ", got " .. (type(rt) == "string" and rt:sub(1, 64) or "no resourceType"),
-      { status = 200 })
+      ", got " .. got, { status = 200 })
   end
   return v
 end

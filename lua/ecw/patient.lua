@@ -110,7 +110,7 @@ function _M.shape(resource)
     end
   end
   return {
-    id = resource.id,
+    id = str(resource.id),
     family = n and str(n.family),
     given = given_names[1],
     given_names = given_names,

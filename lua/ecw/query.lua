@@ -7,8 +7,8 @@
 -- grammar instead of being encoded: they form the path.
 local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local math_type = math.type
-local str_byte, str_find, str_format, str_gsub, str_match =
-  string.byte, string.find, string.format, string.gsub, string.match
+local str_byte, str_find, str_format, str_gsub, str_match, str_gmatch, str_sub =
+  string.byte, string.find, string.format, string.gsub, string.match, string.gmatch, string.sub
 local tbl_concat, tbl_sort = table.concat, table.sort
 
 local _M = {}
@@ -140,6 +140,36 @@ function _M.origin(url)
     return nil
   end
   return scheme .. "://" .. host:lower() .. ":" .. port
+end
+
+-- Does an absolute URL lie under the FHIR base: the base itself with a
+-- query ("base?_getpages=..."), or a path below it, with no dot segment
+-- and no encoded "/", "\\" or "." that a server could decode into one?
+-- (Compare origins with _M.origin first: this looks at the path only.)
+local function path_of(url)
+  return str_match(url, "^%a[%w+.-]*://[^/?#]*(.*)$")
+end
+
+function _M.under_base(url, base)
+  local p, b = type(url) == "string" and path_of(url), path_of(base)
+  if not p or not b then
+    return false
+  end
+  local path = str_match(p, "^([^?#]*)")
+  if str_find(path, "\\", 1, true) or str_find(path, "%%2[fF]") or str_find(path, "%%5[cC]") then
+    return false
+  end
+  local decoded = str_gsub(path, "%%2[eE]", ".")
+  for seg in str_gmatch(decoded .. "/", "([^/]*)/") do
+    if seg == "." or seg == ".." then
+      return false
+    end
+  end
+  if p == b then
+    return true
+  end
+  local next_char = str_sub(p, #b + 1, #b + 1)
+  return str_sub(p, 1, #b) == b and (next_char == "/" or next_char == "?")
 end
 
 return _M

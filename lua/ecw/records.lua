@@ -49,7 +49,7 @@ end
 function _M.practitioner(r)
   local n = patient.pick_name(r.name)
   return {
-    id = r.id,
+    id = str(r.id),
     name = patient.speakable(n, true),
     family = n and str(n.family),
     given = n and str(list(n.given)[1]),
@@ -61,7 +61,7 @@ end
 function _M.medication(r)
   local dosage = list(r.dosageInstruction)[1]
   return {
-    id = r.id,
+    id = str(r.id),
     name = concept_text(r.medicationCodeableConcept)
       or reference_display(r.medicationReference),
     dosage = type(dosage) == "table" and str(dosage.text) or nil,
@@ -75,7 +75,7 @@ function _M.allergy(r)
   local reaction = list(r.reaction)[1]
   local manifestation = type(reaction) == "table" and list(reaction.manifestation)[1]
   return {
-    id = r.id,
+    id = str(r.id),
     name = concept_text(r.code),
     reaction = concept_text(manifestation),
     criticality = str(r.criticality),
@@ -104,7 +104,7 @@ function _M.coverage(r)
   local payor = list(r.payor)[1]
   local period = type(r.period) == "table" and r.period or {}
   return {
-    id = r.id,
+    id = str(r.id),
     name = reference_display(payor) or concept_text(r.type),
     payor = reference_display(payor),
     plan = plan,
@@ -122,7 +122,7 @@ function _M.encounter(r)
   local who = list(r.participant)[1]
   local reason = concept_text(list(r.reasonCode)[1])
   return {
-    id = r.id,
+    id = str(r.id),
     name = concept_text(list(r.type)[1]) or str(class.display) or str(class.code),
     date = str(period.start),
     ["end"] = str(period["end"]),
