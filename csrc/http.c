@@ -159,6 +159,11 @@ static void map_error (CURLcode c, const char *errbuf, ecw_http_resp *rs,
     err->retryable = 1;
   } else if (is_tls_error(c)) {
     ecw_err_set(err, ECW_E_TLS, 0, "TLS failure: %s", detail);
+  } else if (c == CURLE_BAD_CONTENT_ENCODING) {
+    /* The body does not decode as its Content-Encoding says: the server's
+     * answer is broken, and asking again will not mend it. */
+    ecw_err_set(err, ECW_E_BAD_RESPONSE, 0, "response body does not match "
+                "its Content-Encoding");
   } else if (c == CURLE_FILESIZE_EXCEEDED ||
              (c == CURLE_WRITE_ERROR && (rs->body.overflow ||
                                          rs->headers.overflow))) {

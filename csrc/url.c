@@ -150,12 +150,21 @@ char *ecw_url_target (const char *base, const char *base_origin,
   }
   if (strstr(target, "://")) {
     char *origin = ecw_url_origin(target);
+    size_t blen = strlen(base);
     int same = origin && strcmp(origin, base_origin) == 0;
     free(origin);
     if (!same) {
       /* The bearer token only ever goes to the FHIR server's origin. */
       ecw_err_set(err, ECW_E_ORIGIN, 0,
                   "refusing to send the token to another origin");
+      return NULL;
+    }
+    /* ... and on that origin only under the base: not another practice's
+     * base, not the token endpoint, not a climb out with dot segments. */
+    if (strncmp(target, base, blen) != 0 || target[blen] != '/' ||
+        has_dot_segment(target + blen + 1)) {
+      ecw_err_set(err, ECW_E_ORIGIN, 0,
+                  "refusing to send the token outside the FHIR base");
       return NULL;
     }
     return ecw_strdup(target);

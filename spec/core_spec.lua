@@ -360,6 +360,22 @@ describe("TLS and transport", function ()
     assert.equal(0, d.http_requests)
   end)
 
+  it("never sends the token outside the base on the same origin", function ()
+    local fb = base()
+    local h = assert(client{ fhir_base = fb })
+    local d = delta(function ()
+      for _, u in ipairs{ sb.base_url .. "/fhir/r4/OTHER/Patient/" .. PATIENT,
+                          sb.token_url, fb .. "x/Patient/1",
+                          fb .. "/../OTHER/Patient/1", fb .. "/%2e%2e/y" } do
+        local res, err = h:get(u, READ)
+        assert.is_nil(res, u)
+        assert.equal("origin", err.code)
+      end
+      assert.equal(200, assert(h:get(fb .. "/Patient/" .. PATIENT, READ)).status)
+    end)
+    assert.equal(1, d.sb_fhir_requests)
+  end)
+
   it("refuses paths that climb out of the base or carry raw bytes", function ()
     local h = assert(client())
     for _, p in ipairs{ "Patient/../../x", "../metadata", "Patient/a b",
