@@ -52,3 +52,28 @@ demo: all
 
 clean:
 	rm -rf build
+
+# ---- embedding proof (issue 4) -------------------------------------------
+# Owned by the spec/embed_spec.lua author; targets only.  Each runs the spec
+# under Lua 5.4 and 5.3 (EMBED_LUA="5.4" for one) after .ci/embed.sh built
+# the plain, ThreadSanitizer and ASan+UBSan variants.  CI=true: a missing
+# variant fails instead of being skipped.
+#   make embed        CI sizes (what .ci/run runs)
+#   make embed-full   the issue's sizes: 1000 calls / 16 threads, TSan 1000,
+#                     ASan 1000, valgrind 200, RSS over 10,000 calls
+#   make tsan | asan | valgrind   one of the full-size checks alone
+.PHONY: embed-build embed embed-full tsan asan valgrind
+embed-build:
+	bash .ci/embed.sh --no-install
+
+embed: embed-build
+	@set -e; for v in $${EMBED_LUA:-5.4 5.3}; do \
+	  CI=true busted --lua=lua$$v spec/embed_spec.lua; done
+
+embed-full: embed-build
+	@set -e; for v in $${EMBED_LUA:-5.4 5.3}; do \
+	  CI=true ECW_EMBED_FULL=1 busted --lua=lua$$v spec/embed_spec.lua; done
+
+tsan asan valgrind: embed-build
+	@set -e; for v in $${EMBED_LUA:-5.4 5.3}; do \
+	  CI=true ECW_EMBED_FULL=1 busted --lua=lua$$v --tags=$@ spec/embed_spec.lua; done

@@ -125,7 +125,7 @@ static int on_progress (void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
                         curl_off_t un) {
   ecw_job *j = ud;
   (void)dt; (void)dn; (void)ut; (void)un;
-  return atomic_load(&j->cancelled) ? 1 : 0;
+  return (j && atomic_load(&j->cancelled)) || atomic_load(&ecw_worker_exiting) ? 1 : 0;
 }
 
 static void slist_free_secret (struct curl_slist *l) {
@@ -236,9 +236,10 @@ int ecw_http_perform (const ecw_http_req *rq, ecw_http_resp *rs,
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &rs->body);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &rs->headers);
-  if (rq->cancellable && ecw_worker_current()) {
+  if (ecw_worker_current()) {   /* process exit aborts any worker transfer */
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, ecw_worker_current());
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA,
+                     rq->cancellable ? (void *)ecw_worker_current() : NULL);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
   }
 

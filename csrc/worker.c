@@ -26,6 +26,9 @@ static ecw_job *head, *tail;
 static int queued, running, n_threads, idle;
 static int max_threads = 4, max_queue = 128;
 static _Thread_local ecw_job *current;
+static int stopping;                    /* set at process exit */
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+atomic_int ecw_worker_exiting;
 
 static void init_done_cv (void) {
   pthread_condattr_t ca;
@@ -44,7 +47,7 @@ static void *worker_main (void *arg) {
   pthread_mutex_lock(&lock);
   for (;;) {
     ecw_job *j;
-    while (head == NULL) {
+    while (head == NULL || stopping) {
       idle++;
       pthread_cond_wait(&work_cv, &lock);
       idle--;
@@ -73,11 +76,37 @@ static void *worker_main (void *arg) {
   return NULL;
 }
 
+/*
+ * At process exit, stop taking jobs, make running worker transfers abort
+ * (http.c's progress callback) and wait, at most two seconds, until no
+ * worker runs a job: then no module thread is inside curl or OpenSSL when
+ * OpenSSL's own atexit handler -- registered before ours, so run after it
+ * -- frees its tables.  Needed even with the drain on the last state's
+ * close: a startup script (ecw_warm.lua) keeps a state open through
+ * shutdown.  Touches neither library.
+ */
+static void quiesce (void) {
+  struct timespec ts;
+  pthread_mutex_lock(&lock);
+  stopping = 1;
+  atomic_store(&ecw_worker_exiting, 1);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += 2;
+  while (running > 0)
+    if (pthread_cond_timedwait(&done_cv, &lock, &ts) == ETIMEDOUT) break;
+  pthread_mutex_unlock(&lock);
+}
+
+static void register_quiesce (void) {
+  atexit(quiesce);
+}
+
 int ecw_worker_submit (ecw_job *j) {
   int start = 0;
   pthread_once(&done_once, init_done_cv);
+  pthread_once(&exit_once, register_quiesce);
   pthread_mutex_lock(&lock);
-  if (queued >= max_queue) {
+  if (queued >= max_queue || stopping) {
     pthread_mutex_unlock(&lock);
     return 0;
   }

@@ -41,4 +41,7 @@ ECW_LOCAL void ecw_worker_counts (int *threads, int *queued, int *running);
  * long transfers), or NULL on other threads. */
 ECW_LOCAL ecw_job *ecw_worker_current (void);
 
+/* Set once the process is exiting: worker transfers abort. */
+ECW_LOCAL extern atomic_int ecw_worker_exiting;
+
 #endif

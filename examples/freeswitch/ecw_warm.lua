@@ -33,6 +33,8 @@ while setting("ecw_warm") ~= "false" do
   local client, err = ecw.configure {
     fhir_base = setting("ecw_fhir_base"), client_id = setting("ecw_client_id"),
     private_key = setting("ecw_private_key"), kid = setting("ecw_kid"),
+    ca_file = setting("ecw_ca_file"),
+    rate_limit = tonumber(setting("ecw_rate_limit")),   -- same as receptionist.lua
   }
   if client then
     local ok

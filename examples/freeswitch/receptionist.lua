@@ -109,6 +109,9 @@ local function main()
     private_key = setting("ecw_private_key"),
     kid = setting("ecw_kid"),
     ca_file = setting("ecw_ca_file"),   -- optional; default: the system CA store
+    -- optional: requests per minute for this practice on this box (eCW
+    -- allows 250 per practice in all; default 250 for vendor "ecw")
+    rate_limit = tonumber(setting("ecw_rate_limit")),
     timeout_ms = 3000,
   }
   if not client then
