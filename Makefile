@@ -25,7 +25,7 @@ SRCS = $(wildcard csrc/*.c)
 OBJS = $(SRCS:csrc/%.c=$(BUILD)/obj/%.o)
 SO   = $(BUILD)/ecw/core.so
 
-.PHONY: all test ci clean host demo
+.PHONY: all test ci clean host demo soak
 all: $(SO)
 
 $(BUILD)/obj/%.o: csrc/%.c $(wildcard csrc/*.h)
@@ -49,6 +49,11 @@ test: all host
 
 demo: all
 	lua$(LUA_VERSION) examples/demo.lua
+
+# Soak (issue 6): 16 threads of fresh states with random faults; 10 minutes.
+SOAK_SECONDS ?= 600
+soak: all host
+	lua5.4 spec/soak/soak.lua $(SOAK_SECONDS)
 
 clean:
 	rm -rf build
