@@ -50,6 +50,9 @@ test: all host
 demo: all
 	lua$(LUA_VERSION) examples/demo.lua
 
+# Fuzzing (issue 6): fuzz-build, fuzz-smoke (CI), fuzz (FUZZ_SECONDS each).
+include fuzz/fuzz.mk
+
 # Soak (issue 6): 16 threads of fresh states with random faults; 10 minutes.
 SOAK_SECONDS ?= 600
 soak: all host

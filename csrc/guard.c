@@ -140,7 +140,10 @@ static int64_t retry_after_ms (const char *v, int64_t wms) {
     return -1;
   }
   when = curl_getdate(v, NULL);
-  return when > 0 ? (int64_t)when * 1000 : -1;
+  if (when <= 0) return -1;
+  /* A date years ahead would block the practice until a restart. */
+  if (when > wms / 1000 + 86400) return wms + 86400LL * 1000;
+  return (int64_t)when * 1000;
 }
 
 void ecw_guard_after (ecw_guard *g, int probe, int ok, long status,

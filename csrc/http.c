@@ -10,6 +10,7 @@
  * across threads, live in a CURLSH with one mutex per data kind.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <ctype.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,10 +312,17 @@ void ecw_http_resp_free (ecw_http_resp *rs, int secret) {
   ecw_buf_free(&rs->headers);
 }
 
+/* RFC 9110 tchar: what a field name may hold. */
+static int is_tchar (unsigned char c) {
+  return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
 void ecw_headers_each (const char *raw, size_t len, ecw_header_fn fn,
                        void *ud) {
-  const char *p = raw, *end = raw + len;
+  const char *p, *end;
   if (raw == NULL) return;
+  p = raw;
+  end = raw + len;
   /* Skip the status line. */
   while (p < end && *p != '\n') p++;
   while (p < end) {
@@ -325,8 +333,18 @@ void ecw_headers_each (const char *raw, size_t len, ecw_header_fn fn,
     if (eol <= line) continue;
     colon = memchr(line, ':', (size_t)(eol - line));
     if (colon == NULL || colon == line) continue;
+    /* Not a field name (a folded continuation, stray bytes): skip it. */
+    for (v = line; v < colon && is_tchar((unsigned char)*v); v++) {}
+    if (v != colon) continue;
     for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {}
     while (eol > v && (eol[-1] == ' ' || eol[-1] == '\t')) eol--;
+    {
+      /* A value with control bytes (a bare CR, NUL) is not one we pass on. */
+      const char *q;
+      for (q = v; q < eol; q++)
+        if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) break;
+      if (q != eol) continue;
+    }
     fn(ud, line, (size_t)(colon - line), v, (size_t)(eol - v));
   }
 }

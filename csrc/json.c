@@ -10,6 +10,8 @@ json_object *ecw_json_object (const char *body, size_t len) {
   size_t end;
   if (body == NULL || len == 0 || len > 0x7fffffff) return NULL;
   if ((tok = json_tokener_new_ex(32)) == NULL) return NULL;
+  /* No comments, single quotes, NaN or trailing commas: JSON as RFC 8259. */
+  json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
   o = json_tokener_parse_ex(tok, body, (int)len);
   if (json_tokener_get_error(tok) != json_tokener_success) {
     json_object_put(o);

@@ -289,8 +289,11 @@ int ecw_oauth_parse (long status, const char *body, size_t len,
   if (json_object_object_get_ex(doc, "expires_in", &v)) {
     if (json_object_is_type(v, json_type_int))
       expires = json_object_get_int64(v);
-    else if (json_object_is_type(v, json_type_double))
-      expires = (int64_t)json_object_get_double(v);
+    else if (json_object_is_type(v, json_type_double)) {
+      /* Cast only a finite, in-range value: 1e400, NaN and Infinity parse. */
+      double d = json_object_get_double(v);
+      expires = !(d >= 1) ? 0 : d > 86400 ? 86400 : (int64_t)d;
+    }
     else if (!json_object_is_type(v, json_type_null)) {
       ecw_err_set(err, ECW_E_BAD_RESPONSE, status,
                   "token response expires_in is not a number");
@@ -305,7 +308,9 @@ int ecw_oauth_parse (long status, const char *body, size_t len,
   if (expires > 86400) expires = 86400;   /* we refresh at least daily */
   g->expires_in = (long)expires;
   g->access_token = ecw_strdup(tok);
-  g->scope = ecw_scopes_normalize(scope && scope[0] ? scope : requested);
+  /* A granted scope of only white space says nothing: keep the request. */
+  g->scope = scope ? ecw_scopes_normalize(scope) : NULL;
+  if (g->scope == NULL) g->scope = ecw_scopes_normalize(requested);
   if (g->access_token == NULL || g->scope == NULL) {
     ecw_err_set(err, ECW_E_INTERNAL, 0, "out of memory");
     goto fail;

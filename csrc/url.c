@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 
 #include "ecw.h"
@@ -48,18 +49,12 @@ char *ecw_url_origin (const char *url) {
 }
 
 static int host_is_loopback (const char *h) {
+  struct in_addr a;
   if (strcmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0) return 1;
-  if (strncmp(h, "127.", 4) == 0) {
-    /* 127.0.0.0/8, dotted quad only: "127.evil.com" is a name, not loopback */
-    const char *p = h + 4;
-    int dots = 0;
-    for (; *p; p++) {
-      if (*p == '.') dots++;
-      else if (!isdigit((unsigned char)*p)) return 0;
-    }
-    return dots == 2;
-  }
-  return 0;
+  /* 127.0.0.0/8 as a strict dotted quad: "127.0.0.999", "127.08.0.1" or
+   * "127.evil.com" are names that curl would look up, not loopback. */
+  return inet_pton(AF_INET, h, &a) == 1 &&
+         (ntohl(a.s_addr) >> 24) == 127;
 }
 
 int ecw_url_is_loopback (const char *url) {
@@ -86,8 +81,17 @@ char *ecw_url_resolve (const char *base, const char *ref) {
   return out;
 }
 
+static int bad_url_chars (const char *p);
+
 int ecw_url_check_transport (const char *url, const char *what, ecw_err *err) {
-  CURLU *u = parse(url);
+  CURLU *u;
+  if (bad_url_chars(url)) {
+    ecw_err_set(err, ECW_E_CONFIG, 0,
+                "%s has spaces, control characters or raw non-ASCII bytes "
+                "(percent-encode them)", what);
+    return 0;
+  }
+  u = parse(url);
   char *scheme = NULL, *host = NULL;
   int ok = 0;
   if (u == NULL) {
@@ -120,6 +124,20 @@ static int is_dot_segment (const char *s, size_t n) {
     dots++;
   }
   return dots == 1 || dots == 2;
+}
+
+/* The path of a request target (up to '?' or '#') may hold only what FHIR
+ * paths need: resource types, ids, "$operation", "/".  No '%' (no encoded
+ * slash or dot, no double encoding), no ';' path parameters, no '\':
+ * lenient servers read those as a way out of the base. */
+static int bad_path_chars (const char *p) {
+  for (; *p && *p != '?' && *p != '#'; p++) {
+    unsigned char c = (unsigned char)*p;
+    if (!(isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+          c == '$' || c == '/'))
+      return 1;
+  }
+  return 0;
 }
 
 /* A relative target may not climb out of the base with dot segments. */
@@ -162,7 +180,8 @@ char *ecw_url_target (const char *base, const char *base_origin,
     /* ... and on that origin only under the base: not another practice's
      * base, not the token endpoint, not a climb out with dot segments. */
     if (strncmp(target, base, blen) != 0 || target[blen] != '/' ||
-        has_dot_segment(target + blen + 1)) {
+        has_dot_segment(target + blen + 1) ||
+        bad_path_chars(target + blen + 1)) {
       ecw_err_set(err, ECW_E_ORIGIN, 0,
                   "refusing to send the token outside the FHIR base");
       return NULL;
@@ -172,6 +191,11 @@ char *ecw_url_target (const char *base, const char *base_origin,
   while (*target == '/') target++;
   if (has_dot_segment(target)) {
     ecw_err_set(err, ECW_E_CONFIG, 0, "request path has dot segments");
+    return NULL;
+  }
+  if (bad_path_chars(target)) {
+    ecw_err_set(err, ECW_E_CONFIG, 0,
+                "request path has characters a FHIR path does not use");
     return NULL;
   }
   if ((url = malloc(strlen(base) + strlen(target) + 2)) != NULL) {
