@@ -53,6 +53,9 @@ demo: all
 # Fuzzing (issue 6): fuzz-build, fuzz-smoke (CI), fuzz (FUZZ_SECONDS each).
 include fuzz/fuzz.mk
 
+# Benchmarks (issue 5): make bench (about 6 minutes), make bench-quick.
+include bench/bench.mk
+
 # Soak (issue 6): 16 threads of fresh states with random faults; 10 minutes.
 SOAK_SECONDS ?= 600
 soak: all host

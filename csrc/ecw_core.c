@@ -356,7 +356,7 @@ static int client_token (lua_State *L) {
   ecw_err err;
   memset(&err, 0, sizeof err);
   s->scopes = check_scopes(L, 2);
-  if (!ecw_token_get(c, s->scopes, deadline, &s->tok, &err))
+  if (!ecw_token_get(c, s->scopes, deadline, 0, &s->tok, &err))
     return push_err(L, &err);
   /* Never the token itself: callers get what they need to reason about it. */
   ecw_free_secret(s->tok.access_token);
@@ -421,7 +421,7 @@ static int client_get (lua_State *L) {
   int64_t deadline = call_deadline(L, opts, c);
   const char *accept = opts ? opt_string(L, opts, "accept", 0) : NULL;
   int retry_401 = opts ? opt_bool(L, opts, "retry_401", 1) : 1;
-  int attempt, retried = 0;
+  int attempt, retried = 0, refresh_due = 0;
   scratch *s = new_scratch(L);
   ecw_http_req rq;
   ecw_err err;
@@ -436,8 +436,9 @@ static int client_get (lua_State *L) {
    * 408/5xx or a transport failure, all inside the one deadline. */
   for (attempt = 1;; attempt++) {
     int again = 0;
-    if (!ecw_token_get(c, s->scopes, deadline, &s->tok, &err))
+    if (!ecw_token_get(c, s->scopes, deadline, 1, &s->tok, &err))
       return push_err(L, &err);
+    if (s->tok.refresh_due) refresh_due = 1;
     memset(&rq, 0, sizeof rq);
     rq.method = "GET";
     rq.url = s->url;
@@ -452,8 +453,10 @@ static int client_get (lua_State *L) {
     if (!ecw_http_perform(&rq, &s->resp, &err)) {
       if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
       if (!retryable_failure(&err) || attempt >= MAX_ATTEMPTS ||
-          !ecw_backoff(attempt, deadline))
+          !ecw_backoff(attempt, deadline)) {
+        if (refresh_due) ecw_token_refresh(c, s->scopes);
         return push_err(L, &err);
+      }
       ecw_token_release(&s->tok);
       continue;
     }
@@ -473,6 +476,7 @@ static int client_get (lua_State *L) {
     ecw_http_resp_free(&s->resp, 0);
   }
   ecw_token_release(&s->tok);   /* wipe our copy before anything can raise */
+  if (refresh_due) ecw_token_refresh(c, s->scopes);
 
   lua_createtable(L, 0, 5);
   lua_pushinteger(L, s->resp.status);

@@ -274,7 +274,7 @@ static void refresh_ahead_locked (ecw_client *c, entry *e) {
 }
 
 int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
-                   ecw_token *t, ecw_err *err) {
+                   int defer_refresh, ecw_token *t, ecw_err *err) {
   char *key = make_key(c, scopes);
   entry *e, *evicted = NULL;
   int ok = 0;
@@ -305,8 +305,10 @@ int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
     int64_t now = ecw_now_ms();
     e->last_used_ms = now;
     if (e->token && now < e->refresh_ms) {
-      if (now >= e->soft_ms && !e->fetching && now >= e->retry_ms)
-        refresh_ahead_locked(c, e);
+      if (now >= e->soft_ms && !e->fetching && now >= e->retry_ms) {
+        if (defer_refresh) t->refresh_due = 1;
+        else refresh_ahead_locked(c, e);
+      }
       ok = copy_out(e, t);
       if (!ok) ecw_err_set(err, ECW_E_INTERNAL, 0, "out of memory");
       else if (!t->fetched && !t->waited) ECW_COUNT(token_cache_hits);
@@ -365,6 +367,23 @@ int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
   free_list(evicted);
   if (!ok) ecw_token_release(t);
   return ok;
+}
+
+void ecw_token_refresh (ecw_client *c, const char *scopes) {
+  char *key = make_key(c, scopes);
+  entry *e;
+  int64_t now = ecw_now_ms();
+  if (key == NULL) return;
+  pthread_mutex_lock(&lock);
+  for (e = entries; e; e = e->next)
+    if (strcmp(e->key, key) == 0) {
+      /* Someone else may have started it meanwhile. */
+      if (e->token && now >= e->soft_ms && !e->fetching && now >= e->retry_ms)
+        refresh_ahead_locked(c, e);
+      break;
+    }
+  pthread_mutex_unlock(&lock);
+  free(key);
 }
 
 void ecw_token_release (ecw_token *t) {

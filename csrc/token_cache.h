@@ -12,12 +12,19 @@ typedef struct ecw_token {
   int64_t refresh_ms;      /* start of the margin: never sent after this */
   int fetched;             /* this caller made the token request */
   int waited;              /* this caller waited on another's request */
+  int refresh_due;         /* past the soft point: call ecw_token_refresh */
 } ecw_token;
 
 /* A valid token for (client, scopes) by deadline: from the cache, by waiting
- * on a request in flight, or by making the one request for this key. */
+ * on a request in flight, or by making the one request for this key.
+ * Past the token's soft point the background refresh starts at once, or,
+ * with defer_refresh, only when the caller says so (ecw_token_refresh)
+ * after its own request: the refresh's signing and round trip then never
+ * compete with the request that noticed it. */
 ECW_LOCAL int ecw_token_get (ecw_client *c, const char *scopes,
-                             int64_t deadline, ecw_token *t, ecw_err *err);
+                             int64_t deadline, int defer_refresh,
+                             ecw_token *t, ecw_err *err);
+ECW_LOCAL void ecw_token_refresh (ecw_client *c, const char *scopes);
 ECW_LOCAL void ecw_token_release (ecw_token *t);
 
 /* Drop the cached token for (client, scopes) if it is still grant serial

@@ -178,7 +178,7 @@ local function accept_loop(server, cq, listener)
   local next_id = 0
   local active = 0
   while true do
-    local con, err = listener:accept()
+    local con, err = listener:accept({ nodelay = true })   -- no Nagle stall on the first answer
     if not con then
       -- EMFILE and friends: back off instead of spinning at 100% CPU.
       server.log_error(server.name .. ": accept failed: " .. describe(err))
