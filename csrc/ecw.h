@@ -8,6 +8,7 @@
 #ifndef ECW_H
 #define ECW_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,10 @@ ECW_LOCAL void ecw_err_prefix (ecw_err *e, const char *where);
 
 ECW_LOCAL int64_t ecw_now_ms (void);      /* CLOCK_MONOTONIC */
 ECW_LOCAL int64_t ecw_wall_s (void);      /* CLOCK_REALTIME, seconds */
+/* pthread_cond_timedwait until a deadline on the ecw_now_ms() clock (the
+ * condition variable must use CLOCK_MONOTONIC); ETIMEDOUT once it passed. */
+ECW_LOCAL int ecw_cond_wait_until (pthread_cond_t *cv, pthread_mutex_t *m,
+                                   int64_t deadline_ms);
 
 /* ---- byte buffer ------------------------------------------------------- */
 

@@ -409,11 +409,6 @@ static void push_headers (lua_State *L, const ecw_buf *raw) {
 
 #define MAX_ATTEMPTS 4
 
-/* Transport failures worth another try: not TLS, not a local refusal. */
-static int retryable_failure (const ecw_err *e) {
-  return ecw_streq(e->code, ECW_E_NETWORK) || ecw_streq(e->code, ECW_E_TIMEOUT);
-}
-
 static int client_get (lua_State *L) {
   ecw_client *c = check_client(L, 1);
   const char *target = luaL_checkstring(L, 2);
@@ -452,7 +447,7 @@ static int client_get (lua_State *L) {
     rq.cancellable = 1;
     if (!ecw_http_perform(&rq, &s->resp, &err)) {
       if (ecw_streq(err.code, ECW_E_TOO_LARGE)) err.code = ECW_E_BAD_RESPONSE;
-      if (!retryable_failure(&err) || attempt >= MAX_ATTEMPTS ||
+      if (!ecw_transport_retryable(&err) || attempt >= MAX_ATTEMPTS ||
           !ecw_backoff(attempt, deadline)) {
         if (refresh_due) ecw_token_refresh(c, s->scopes);
         return push_err(L, &err);

@@ -172,6 +172,10 @@ void ecw_guard_after (ecw_guard *g, int probe, int ok, long status,
   pthread_mutex_unlock(&lock);
 }
 
+int ecw_transport_retryable (const ecw_err *e) {
+  return ecw_streq(e->code, ECW_E_NETWORK) || ecw_streq(e->code, ECW_E_TIMEOUT);
+}
+
 int ecw_status_retryable (long status) {
   return status == 408 || status == 500 || status == 502 || status == 503 ||
          status == 504;

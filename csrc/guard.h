@@ -32,6 +32,10 @@ ECW_LOCAL void ecw_guard_after (ecw_guard *g, int probe, int ok, long status,
  * when the deadline leaves room for it and a request; 0 when it does not. */
 ECW_LOCAL int ecw_backoff (int attempt, int64_t deadline_ms);
 
+/* A transport failure worth another try (network, timeout): not TLS, not a
+ * local refusal by this guard. */
+ECW_LOCAL int ecw_transport_retryable (const ecw_err *e);
+
 /* 408, 500, 502, 503, 504: worth another try. */
 ECW_LOCAL int ecw_status_retryable (long status);
 

@@ -149,26 +149,10 @@ static int copy_out (entry *e, ecw_token *t) {
   return t->access_token && t->granted_scope;
 }
 
-static int cond_wait_until (pthread_cond_t *cv, int64_t deadline_ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  {
-    int64_t left = deadline_ms - ecw_now_ms();
-    if (left <= 0) return ETIMEDOUT;
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-  }
-  return pthread_cond_timedwait(cv, &lock, &ts);
-}
-
 /* Worth another try: a transport failure or 408/5xx, not a refusal by
  * the guard (rate_limited, unavailable) nor an OAuth verdict. */
 static int fetch_retryable (const ecw_err *e) {
-  return ecw_streq(e->code, ECW_E_NETWORK) || ecw_streq(e->code, ECW_E_TIMEOUT) ||
+  return ecw_transport_retryable(e) ||
          (ecw_status_retryable(e->status) &&
           (ecw_streq(e->code, ECW_E_HTTP) || ecw_streq(e->code, ECW_E_OAUTH)));
 }
@@ -321,7 +305,7 @@ int ecw_token_get (ecw_client *c, const char *scopes, int64_t deadline,
         ECW_COUNT(token_waits);
       }
       while (e->fetching && e->generation == gen)
-        if (cond_wait_until(&e->cv, deadline) == ETIMEDOUT) break;
+        if (ecw_cond_wait_until(&e->cv, &lock, deadline) == ETIMEDOUT) break;
       if (e->generation == gen) {
         ecw_err_set(err, ECW_E_TIMEOUT, 0,
                     "deadline passed waiting for an access token");

@@ -1,6 +1,7 @@
 /* util.c: errors, clocks, buffers and strings shared by the core. */
 #define _POSIX_C_SOURCE 200809L
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,21 @@ int64_t ecw_wall_s (void) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return (int64_t)ts.tv_sec;
+}
+
+int ecw_cond_wait_until (pthread_cond_t *cv, pthread_mutex_t *m,
+                         int64_t deadline_ms) {
+  struct timespec ts;
+  int64_t left = deadline_ms - ecw_now_ms();
+  if (left <= 0) return ETIMEDOUT;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += left / 1000;
+  ts.tv_nsec += (left % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  return pthread_cond_timedwait(cv, m, &ts);
 }
 
 int ecw_buf_append (ecw_buf *b, const void *p, size_t n) {

@@ -170,19 +170,8 @@ int ecw_job_wait (ecw_job *j, int64_t deadline_ms) {
   int d;
   pthread_once(&done_once, init_done_cv);
   pthread_mutex_lock(&lock);
-  while (!j->done) {
-    struct timespec ts;
-    int64_t left = deadline_ms - ecw_now_ms();
-    if (left <= 0) break;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    if (pthread_cond_timedwait(&done_cv, &lock, &ts) == ETIMEDOUT) break;
-  }
+  while (!j->done)
+    if (ecw_cond_wait_until(&done_cv, &lock, deadline_ms) == ETIMEDOUT) break;
   d = j->done;
   pthread_mutex_unlock(&lock);
   return d;
@@ -192,19 +181,8 @@ int ecw_worker_drain (int64_t deadline_ms) {
   int idle_now;
   pthread_once(&done_once, init_done_cv);
   pthread_mutex_lock(&lock);
-  while (queued + running > 0) {
-    struct timespec ts;
-    int64_t left = deadline_ms - ecw_now_ms();
-    if (left <= 0) break;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    if (pthread_cond_timedwait(&done_cv, &lock, &ts) == ETIMEDOUT) break;
-  }
+  while (queued + running > 0)
+    if (ecw_cond_wait_until(&done_cv, &lock, deadline_ms) == ETIMEDOUT) break;
   idle_now = queued + running == 0;
   pthread_mutex_unlock(&lock);
   return idle_now;
